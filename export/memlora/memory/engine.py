@@ -1,0 +1,169 @@
+"""Text generation over any :class:`~memlora.backends.base.Runner`.
+
+:func:`generate` activates an adapter (which drops the KV cache: a cache filled under one adapter
+is garbage under another), prefills the prompt, then samples token by token until an eos id, a
+stop string, the token budget or the runner's ``max_seq_len``. Greedy when ``temperature == 0``;
+otherwise temperature plus top-p (nucleus) sampling from a seeded NumPy generator, so a seed
+reproduces a run exactly.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from ..backends.base import Runner
+
+log = logging.getLogger(__name__)
+
+EOS_NAMES = ("</s>", "<eos>", "<|endoftext|>", "<|end_of_text|>", "<|eot_id|>", "<|im_end|>",
+             "<end_of_turn>")
+"""Token names treated as end of sequence when ``GenerationSettings.eos_ids`` is not given."""
+
+
+@dataclass
+class GenerationSettings:
+    """How to generate. ``eos_ids=None`` derives them from the tokenizer and stop strings."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 0
+    stop: tuple[str, ...] = ()
+    eos_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        self.stop = tuple(self.stop)
+        if any(not s for s in self.stop):
+            raise ValueError("stop strings must be non-empty")
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    stopped_by: str
+    """``"eos"``, ``"stop"``, ``"length"`` (max_new_tokens) or ``"context"`` (max_seq_len)."""
+    prefill_s: float
+    decode_s: float
+    truncated_prompt_tokens: int = 0
+    meta: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return len(self.token_ids) / self.decode_s if self.decode_s > 0 else 0.0
+
+
+def eos_ids_for(tokenizer: Tokenizer, stop: Sequence[str] = ()) -> tuple[int, ...]:
+    """Ids of single-token stop strings and of the usual eos names present in ``tokenizer``."""
+    ids = []
+    for name in (*stop, *EOS_NAMES):
+        tid = tokenizer.token_to_id(name)
+        if tid is not None and tid not in ids:
+            ids.append(tid)
+    return tuple(ids)
+
+
+def sample(logits: np.ndarray, temperature: float, top_p: float,
+           rng: np.random.Generator) -> int:
+    """Pick one token id: argmax at temperature 0, else nucleus sampling."""
+    logits = np.asarray(logits, dtype=np.float64).ravel()
+    if not np.isfinite(logits).any():
+        raise ValueError("logits have no finite value")
+    if temperature == 0:
+        return int(np.argmax(np.where(np.isnan(logits), -np.inf, logits)))
+    z = np.where(np.isfinite(logits), logits / temperature, -np.inf)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    order = np.argsort(-p, kind="stable")
+    if top_p < 1.0:
+        cum = np.cumsum(p[order])
+        keep = int(np.searchsorted(cum, top_p)) + 1
+        order = order[:keep]
+    q = p[order] / p[order].sum()
+    return int(order[rng.choice(len(order), p=q)])
+
+
+def _fit_prompt(ids: list[int], max_seq_len: int | None, max_new: int,
+                keep_first: bool) -> tuple[list[int], int, int]:
+    """Return (ids, tokens dropped from the left, new-token budget) within ``max_seq_len``."""
+    if max_seq_len is None:
+        return ids, 0, max_new
+    reserve = min(max_new, max(1, max_seq_len // 4))
+    limit = max_seq_len - reserve
+    dropped = 0
+    if len(ids) > limit:
+        dropped = len(ids) - limit
+        head = ids[:1] if keep_first else []
+        ids = head + ids[len(head) + dropped:]
+        log.warning("prompt of %d tokens truncated from the left to %d (max_seq_len %d)",
+                    len(ids) + dropped, len(ids), max_seq_len)
+    return ids, dropped, min(max_new, max_seq_len - len(ids))
+
+
+def generate(runner: Runner, tokenizer: Tokenizer, adapter: str | None, prompt_text: str,
+             settings: GenerationSettings,
+             on_token: Callable[[int, str], None] | None = None) -> GenerationResult:
+    """Generate a completion of ``prompt_text`` with ``adapter`` active.
+
+    The prompt is encoded without adding special tokens (the chat format already wrote any BOS).
+    ``on_token(token_id, new_text)`` is called per generated token with the text it added.
+    """
+    runner.set_adapter(adapter)
+    runner.reset()
+    rng = np.random.default_rng(settings.seed)
+    eos = set(settings.eos_ids if settings.eos_ids is not None
+              else eos_ids_for(tokenizer, settings.stop))
+    ids = tokenizer.encode(prompt_text, add_special_tokens=False).ids
+    if not ids:
+        raise ValueError("empty prompt")
+    special = {t for t, tok in tokenizer.get_added_tokens_decoder().items() if tok.special}
+    ids, dropped, budget = _fit_prompt(ids, runner.max_seq_len, settings.max_new_tokens,
+                                       keep_first=ids[0] in special)
+    max_stop = max((len(s) for s in settings.stop), default=0)
+
+    t0 = time.perf_counter()
+    logits = np.asarray(runner.prefill(ids))[-1]
+    t1 = time.perf_counter()
+    out: list[int] = []
+    text = emitted = ""
+    stopped_by = "length" if budget == settings.max_new_tokens else "context"
+    while len(out) < budget:
+        tok = sample(logits, settings.temperature, settings.top_p, rng)
+        if tok in eos:
+            stopped_by = "eos"
+            break
+        out.append(tok)
+        new_text = tokenizer.decode(out, skip_special_tokens=False)
+        hit = -1
+        if max_stop:
+            tail_from = max(0, len(text) - max_stop)
+            hits = [i for s in settings.stop if (i := new_text.find(s, tail_from)) != -1]
+            hit = min(hits) if hits else -1
+        if hit != -1:
+            new_text = new_text[:hit]
+        if new_text.startswith(emitted) and not new_text.endswith("\ufffd"):
+            if on_token is not None:
+                on_token(tok, new_text[len(emitted):])
+            emitted = new_text
+        text = new_text
+        if hit != -1:
+            stopped_by = "stop"
+            break
+        if len(out) < budget:
+            logits = np.asarray(runner.decode(tok))
+    t2 = time.perf_counter()
+    return GenerationResult(text=text, token_ids=out, prompt_tokens=len(ids),
+                            stopped_by=stopped_by, prefill_s=t1 - t0, decode_s=t2 - t1,
+                            truncated_prompt_tokens=dropped)
