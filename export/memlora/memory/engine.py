@@ -112,6 +112,18 @@ def _fit_prompt(ids: list[int], max_seq_len: int | None, max_new: int,
     return ids, dropped, min(max_new, max_seq_len - len(ids))
 
 
+def _check_stop(text: str, stop: Sequence[str], start: int) -> tuple[str, bool]:
+    """Cut ``text`` at the earliest stop string found at or after ``start``."""
+    hits = [i for s in stop if (i := text.find(s, start)) != -1]
+    return (text[:min(hits)], True) if hits else (text, False)
+
+
+def _held_back(text: str, stop: Sequence[str]) -> int:
+    """How many trailing chars of ``text`` could begin a stop string (not streamed yet)."""
+    return max((k for s in stop for k in range(len(s) - 1, 0, -1) if text.endswith(s[:k])),
+               default=0)
+
+
 def generate(runner: Runner, tokenizer: Tokenizer, adapter: str | None, prompt_text: str,
              settings: GenerationSettings,
              on_token: Callable[[int, str], None] | None = None) -> GenerationResult:
@@ -139,30 +151,31 @@ def generate(runner: Runner, tokenizer: Tokenizer, adapter: str | None, prompt_t
     out: list[int] = []
     text = emitted = ""
     stopped_by = "length" if budget == settings.max_new_tokens else "context"
+
+    def emit(tok: int, upto: int, final: bool = False) -> None:
+        nonlocal emitted
+        partial = not final and text[upto - 1:upto] == "\ufffd"
+        if text.startswith(emitted) and upto > len(emitted) and not partial:
+            if on_token is not None:
+                on_token(tok, text[len(emitted):upto])
+            emitted = text[:upto]
+
+    tok = -1
     while len(out) < budget:
         tok = sample(logits, settings.temperature, settings.top_p, rng)
         if tok in eos:
             stopped_by = "eos"
             break
         out.append(tok)
-        new_text = tokenizer.decode(out, skip_special_tokens=False)
-        hit = -1
-        if max_stop:
-            tail_from = max(0, len(text) - max_stop)
-            hits = [i for s in settings.stop if (i := new_text.find(s, tail_from)) != -1]
-            hit = min(hits) if hits else -1
-        if hit != -1:
-            new_text = new_text[:hit]
-        if new_text.startswith(emitted) and not new_text.endswith("\ufffd"):
-            if on_token is not None:
-                on_token(tok, new_text[len(emitted):])
-            emitted = new_text
-        text = new_text
-        if hit != -1:
+        text, hit = _check_stop(tokenizer.decode(out, skip_special_tokens=False), settings.stop,
+                                max(0, len(text) - max_stop))
+        if hit:
             stopped_by = "stop"
             break
+        emit(tok, len(text) - _held_back(text, settings.stop))
         if len(out) < budget:
             logits = np.asarray(runner.decode(tok))
+    emit(tok, len(text), final=True)
     t2 = time.perf_counter()
     return GenerationResult(text=text, token_ids=out, prompt_tokens=len(ids),
                             stopped_by=stopped_by, prefill_s=t1 - t0, decode_s=t2 - t1,

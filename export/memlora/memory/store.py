@@ -9,8 +9,6 @@ SQLite build has no FTS5 a token-overlap scorer stands in (``text_search`` says 
 from __future__ import annotations
 
 import logging
-import math
-import re
 import sqlite3
 import uuid
 from contextlib import contextmanager
@@ -21,6 +19,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from . import retrieval
 from .parsing import Event, UpdateOp
 
 log = logging.getLogger(__name__)
@@ -121,10 +120,6 @@ def fts5_available() -> bool:
         return False
     finally:
         con.close()
-
-
-def _tokens(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
 
 
 class MemoryStore:
@@ -269,53 +264,20 @@ class MemoryStore:
                query_embedding: np.ndarray | None = None) -> list[SearchHit]:
         """Top-``k`` memories of ``user``, best first.
 
-        With ``query_embedding``: cosine similarity over memories that have an embedding (text
-        search only if none has one). Without: BM25 via FTS5, or token overlap without FTS5.
+        With ``query_embedding``: cosine similarity over memories that have an embedding of the
+        same size (text search only if none has). Without: BM25 via FTS5, else token overlap.
         """
         if k <= 0:
             return []
+        rows: list[tuple[tuple, float]] = []
         if query_embedding is not None:
-            hits = self._search_vector(np.asarray(query_embedding, np.float32).ravel(), user, k)
-            if hits is not None:
-                return hits
-        if self.use_fts:
-            return self._search_fts(query_text, user, k)
-        return self._search_overlap(query_text, user, k)
-
-    def _search_vector(self, q: np.ndarray, user: str, k: int) -> list[SearchHit] | None:
-        rows = self.con.execute(f"SELECT {_COLS}, embedding FROM memories WHERE user = ?"
-                                " AND embedding IS NOT NULL ORDER BY seq", (user,)).fetchall()
-        rows = [r for r in rows if len(r[6]) == q.nbytes]
-        if not rows:
-            return None
-        mat = np.stack([np.frombuffer(r[6], dtype=np.float32) for r in rows])
-        denom = np.linalg.norm(mat, axis=1) * max(float(np.linalg.norm(q)), 1e-12)
-        sims = mat @ q / np.maximum(denom, 1e-12)
-        order = np.argsort(-sims, kind="stable")[:k]
-        return [SearchHit(Memory(*rows[i][:5], True), float(sims[i])) for i in order]
-
-    def _search_fts(self, query_text: str, user: str, k: int) -> list[SearchHit]:
-        toks = list(dict.fromkeys(_tokens(query_text)))
-        if not toks:
-            return []
-        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in toks)
-        rows = self.con.execute(
-            "SELECT m.id, m.user, m.text, m.created_at, m.updated_at, m.embedding IS NOT NULL,"
-            " bm25(memories_fts) FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid"
-            " WHERE memories_fts MATCH ? AND m.user = ? ORDER BY bm25(memories_fts), m.seq"
-            " LIMIT ?", (match, user, k)).fetchall()
-        return [SearchHit(Memory(*r[:5], bool(r[5])), -float(r[6])) for r in rows]
-
-    def _search_overlap(self, query_text: str, user: str, k: int) -> list[SearchHit]:
-        q = set(_tokens(query_text))
-        scored = []
-        for mem in self.list(user):
-            toks = _tokens(mem.text)
-            overlap = len(q & set(toks))
-            if overlap:
-                scored.append(SearchHit(mem, overlap / math.sqrt(len(toks))))
-        scored.sort(key=lambda h: -h.score)
-        return scored[:k]
+            q = np.asarray(query_embedding, np.float32).ravel()
+            rows = retrieval.vector_search(self.con, f"{_COLS}, embedding", q, user, k)
+        if not rows and self.use_fts:
+            rows = retrieval.fts_search(self.con, query_text, user, k)
+        elif not rows:
+            rows = retrieval.overlap_search(self.con, f"{_COLS}", query_text, user, k)
+        return [SearchHit(Memory(*r[:5], bool(r[5])), score) for r, score in rows]
 
     def close(self) -> None:
         self.con.close()
