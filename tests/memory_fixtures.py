@@ -48,7 +48,8 @@ class ScriptedRunner:
     """A Runner that replies with queued token sequences, one queue per adapter.
 
     Each ``prefill`` starts the next reply of the active adapter's queue (or a bare eos when the
-    queue is empty); logits steer towards the reply one token at a time. Every call is logged in
+    queue is empty); logits steer towards the reply one token at a time. With ``from_texts`` a
+    reply may also be a function of the decoded prompt text, returning the reply text. Every call is logged in
     ``calls``, every prompt in ``prompts``; exceeding ``max_seq_len`` raises, as a real cache would.
     """
 
@@ -56,7 +57,8 @@ class ScriptedRunner:
                  max_seq_len: int | None = None, adapters: Sequence[str] | None = None):
         self.vocab = vocab
         self.eos_id = eos_id
-        self.replies = {k: [list(r) for r in v] for k, v in replies.items()}
+        self.replies: dict[str | None, list] = {k: [list(r) for r in v]
+                                                for k, v in replies.items()}
         self.adapters = list(adapters if adapters is not None else
                              [k for k in replies if k is not None])
         self.max_seq_len = max_seq_len
@@ -67,14 +69,19 @@ class ScriptedRunner:
         self.cache_len = 0
         self.script: list[int] = []
         self.pos = 0
+        self.tokenizer: Tokenizer | None = None
 
     @classmethod
     def from_texts(cls, tokenizer: Tokenizer, replies: dict[str | None, list[str]],
                    **kw) -> "ScriptedRunner":
         eos = tokenizer.token_to_id("<|endoftext|>")
-        encoded = {k: [tokenizer.encode(t, add_special_tokens=False).ids + [eos] for t in v]
-                   for k, v in replies.items()}
-        return cls(tokenizer.get_vocab_size(), eos, encoded, **kw)
+        encoded = {k: [t if callable(t) else tokenizer.encode(t, add_special_tokens=False).ids
+                       + [eos] for t in v] for k, v in replies.items()}
+        runner = cls(tokenizer.get_vocab_size(), eos, {}, **kw)
+        runner.replies = encoded
+        runner.adapters = list(kw.get("adapters") or [k for k in replies if k is not None])
+        runner.tokenizer = tokenizer
+        return runner
 
     def set_adapter(self, name: str | None) -> None:
         if name is not None and name not in self.adapters:
@@ -102,7 +109,12 @@ class ScriptedRunner:
         self._grow(len(ids))
         self.prompts.append((self.active, list(ids)))
         queue = self.replies.get(self.active, [])
-        self.script, self.pos = (queue.pop(0) if queue else []), 0
+        reply = queue.pop(0) if queue else []
+        if callable(reply):
+            assert self.tokenizer is not None
+            text = reply(self.tokenizer.decode(list(ids), skip_special_tokens=False))
+            reply = self.tokenizer.encode(text, add_special_tokens=False).ids + [self.eos_id]
+        self.script, self.pos = reply, 0
         out = np.zeros((len(ids), self.vocab), dtype=np.float32)
         out[-1] = self._next()
         return out
