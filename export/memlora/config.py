@@ -1,0 +1,91 @@
+"""Typed export configuration: enums and one validated spec, no option bags."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .errors import MemloraError
+
+
+class BackendName(str, Enum):
+    ONNX = "onnx"
+    EXECUTORCH = "executorch"
+    COREML = "coreml"
+    PYTORCH = "pytorch"  # the eager reference; never exported
+
+
+class AdapterMode(str, Enum):
+    FUSED = "fused"        # one model per adapter, LoRA merged into the weights
+    EXTERNAL = "external"  # one shared base, LoRA A/B kept apart and swapped at run time
+
+
+class Quant(str, Enum):
+    NONE = "none"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """How to lower one task with one backend.
+
+    Attributes:
+        backend: target runtime.
+        adapter_mode: fused or external adapters.
+        quant: weight quantization of the base (LoRA weights stay in float).
+        precision: compute precision where the backend has a choice (Core ML).
+        group_size: block size for int4 weights.
+        max_seq_len: KV-cache capacity for static-cache backends (prompt + generated tokens).
+        opset: ONNX opset.
+    """
+
+    backend: BackendName
+    adapter_mode: AdapterMode = AdapterMode.EXTERNAL
+    quant: Quant = Quant.NONE
+    precision: Precision = Precision.FP32
+    group_size: int = 32
+    max_seq_len: int = 512
+    opset: int = 18
+
+    def __post_init__(self) -> None:
+        # Coerce plain strings (from the CLI or a manifest) to enums, failing with a clear message.
+        for name, enum in (("backend", BackendName), ("adapter_mode", AdapterMode),
+                           ("quant", Quant), ("precision", Precision)):
+            value = getattr(self, name)
+            if not isinstance(value, enum):
+                try:
+                    object.__setattr__(self, name, enum(value))
+                except ValueError:
+                    choices = ", ".join(e.value for e in enum)
+                    raise MemloraError(f"unknown {name} {value!r}", fix=f"use one of: {choices}") from None
+        if self.backend is BackendName.PYTORCH:
+            raise MemloraError("pytorch is the reference runtime, not an export target",
+                               fix="choose --backend onnx, executorch or coreml")
+        if self.group_size <= 0 or self.group_size % 8:
+            raise MemloraError(f"group size {self.group_size} is invalid", fix="use a positive multiple of 8, e.g. 32")
+        if not 16 <= self.max_seq_len <= 131072:
+            raise MemloraError(f"max_seq_len {self.max_seq_len} is out of range", fix="use 16..131072")
+        if self.opset < 18:
+            raise MemloraError(f"opset {self.opset} is too old", fix="use opset 18 or newer")
+
+
+def parse_backends(text: str) -> list[BackendName]:
+    """Parse a comma-separated backend list such as ``onnx,executorch``."""
+    out: list[BackendName] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            b = BackendName(part)
+        except ValueError:
+            raise MemloraError(f"unknown backend {part!r}", fix="use onnx, executorch or coreml (comma-separated)") from None
+        if b is BackendName.PYTORCH:
+            raise MemloraError("pytorch is not an export backend", fix="use onnx, executorch or coreml")
+        if b not in out:
+            out.append(b)
+    if not out:
+        raise MemloraError("no backend given", fix="pass --backend onnx")
+    return out

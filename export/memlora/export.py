@@ -1,0 +1,122 @@
+"""``memlora export``: model + adapters -> a bundle with artifacts, tokenizer, manifest, parity."""
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .backends import get_backend
+from .bundle import atomic_dir, write_manifest
+from .config import AdapterMode, BackendName, ExportSpec, Precision, Quant
+from .errors import MemloraError
+from .parity import DEFAULT_PROMPTS, check_parity
+from .progress import steps
+from .sources import resolve
+
+
+@dataclass
+class ExportOptions:
+    """Everything ``memlora export`` takes. Lists multiply: 2 backends x 2 modes = 4 artifacts."""
+
+    out: Path
+    model: str | None = None
+    adapters: dict[str, Path] = field(default_factory=dict)
+    backends: list[BackendName] = field(default_factory=lambda: [BackendName.ONNX])
+    adapter_modes: list[AdapterMode] = field(default_factory=lambda: [AdapterMode.EXTERNAL])
+    quants: list[Quant] = field(default_factory=lambda: [Quant.NONE])
+    precision: Precision = Precision.FP32
+    group_size: int = 32
+    max_seq_len: int = 512
+    parity_tokens: int = 32
+    check_parity: bool = True
+    force: bool = False
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+    def specs(self) -> list[ExportSpec]:
+        return [ExportSpec(b, m, q, self.precision, self.group_size, self.max_seq_len)
+                for b, m, q in itertools.product(self.backends, self.adapter_modes, self.quants)]
+
+
+def prompt_ids(tokenizer_file: Path, prompts=DEFAULT_PROMPTS) -> list[list[int]]:
+    """Real text through the model's own tokenizer (random ids can hide real-text failures)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    return [tok.encode(p, add_special_tokens=False).ids for p in prompts]
+
+
+def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
+    """Export, check parity, write the bundle atomically; return the manifest."""
+    specs = opts.specs()  # validates enums and ranges before anything heavy
+    for spec in specs:
+        reason = get_backend(spec.backend.value).available()
+        if reason:
+            raise MemloraError(f"backend {spec.backend.value} is not available here: {reason}",
+                               fix="install it or choose another --backend")
+    from .bundle import check_out_dir
+
+    check_out_dir(opts.out, opts.force)
+    with tempfile.TemporaryDirectory(prefix="memlora-src-") as work, atomic_dir(opts.out, opts.force) as tmp:
+        src = resolve(opts.model, opts.adapters, Path(work), allow_pickle=opts.allow_pickle,
+                      trust_remote_code=opts.trust_remote_code)
+        manifest = _base_manifest(src)
+        shutil.copy(src.info.tokenizer_file, tmp / "tokenizer.json")
+        from .tasks.decoder import build_decoder_task
+
+        with steps(show_progress) as progress:
+            job = progress.add_task("load model", total=None)
+            task = build_decoder_task(src.info, src.adapters)
+            reference = None
+            if opts.check_parity:
+                from .backends.pytorch_backend import TorchRunner
+
+                reference = TorchRunner(src.info.path, src.adapter_dirs, src.info.family.attn_implementation)
+            ids = prompt_ids(src.info.tokenizer_file)
+            progress.update(job, total=len(specs), completed=0)
+            for spec in specs:
+                progress.update(job, description=f"export {spec.backend.value}/{spec.adapter_mode.value}/{spec.quant.value}")
+                backend = get_backend(spec.backend.value)
+                t0 = time.perf_counter()
+                artifact = backend.export(task, spec, tmp)
+                artifact.meta.setdefault("export_seconds", round(time.perf_counter() - t0, 2))
+                if reference is not None:
+                    progress.update(job, description=f"parity {artifact.key}")
+                    runner = backend.load(artifact, tmp)
+                    try:
+                        artifact.parity = check_parity(runner, reference, ids, backend=spec.backend.value,
+                                                       quant=spec.quant.value, precision=spec.precision.value,
+                                                       n_tokens=opts.parity_tokens)
+                    finally:
+                        runner.close()
+                manifest["artifacts"].append(artifact.to_json())
+                progress.advance(job)
+        manifest = write_manifest(tmp, manifest)
+    return manifest
+
+
+def _base_manifest(src) -> dict:
+    info = src.info
+    cfg = info.config
+    return {
+        "memlora_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": {
+            "family": info.family.model_type,
+            "chat_format": info.family.chat_format,
+            "source": src.record,
+            "config_sha256": info.config_sha256,
+            "vocab_size": cfg.get("vocab_size"),
+            "num_layers": cfg.get("num_hidden_layers"),
+            "hidden_size": cfg.get("hidden_size"),
+            "bos_token_id": cfg.get("bos_token_id"),
+            "eos_token_id": cfg.get("eos_token_id"),
+        },
+        "tokenizer": "tokenizer.json",
+        "adapters": [a.summary() for a in src.adapters.values()],
+        "artifacts": [],
+    }

@@ -1,0 +1,46 @@
+"""``memlora parity BUNDLE``: verify file hashes, rebuild the reference, re-run parity."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from .backends import get_backend
+from .backends.base import Artifact
+from .bundle import read_manifest, verify_files
+from .errors import MemloraError
+from .parity import check_parity
+
+
+def recheck_bundle(bundle: Path, n_tokens: int | None = None) -> dict:
+    """Return the manifest with fresh parity blocks, ``file_failures`` and an overall ``passed``."""
+    from .backends.pytorch_backend import TorchRunner
+    from .export import prompt_ids
+    from .families import get_family
+    from .sources import reference_sources
+
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    file_failures = verify_files(bundle, manifest)
+    family = get_family(manifest["model"]["family"])
+    with tempfile.TemporaryDirectory(prefix="memlora-ref-") as work:
+        model_dir, adapter_dirs = reference_sources(manifest, Path(work))
+        reference = TorchRunner(model_dir, adapter_dirs, family.attn_implementation)
+        ids = prompt_ids(bundle / manifest["tokenizer"])
+        artifacts = []
+        for data in manifest["artifacts"]:
+            artifact = Artifact.from_json(data)
+            backend = get_backend(artifact.backend)
+            reason = backend.available()
+            if reason:
+                raise MemloraError(f"cannot re-check {artifact.key}: {reason}", bundle, "install the runtime")
+            old = artifact.parity or {}
+            runner = backend.load(artifact, bundle)
+            try:
+                artifact.parity = check_parity(
+                    runner, reference, ids, backend=artifact.backend, quant=artifact.quant,
+                    precision=artifact.meta.get("precision", "fp32"), n_tokens=n_tokens or old.get("n_tokens", 32))
+            finally:
+                runner.close()
+            artifacts.append(artifact.to_json())
+    passed = not file_failures and all(a["parity"]["passed"] for a in artifacts)
+    return dict(manifest, artifacts=artifacts, file_failures=file_failures, passed=passed)

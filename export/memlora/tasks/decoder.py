@@ -1,0 +1,111 @@
+"""The KV-cache text decoder task: a base model, its adapters, and export wrappers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..adapters import LoraAdapter
+from ..model_io import ModelInfo
+from .lora import LoraLinear, inject_lora
+
+
+@dataclass
+class DecoderTask:
+    """A loaded causal LM (float32, eval) and the validated adapters to export with it."""
+
+    model: nn.Module
+    info: ModelInfo
+    adapters: dict[str, LoraAdapter] = field(default_factory=dict)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    @property
+    def kv_heads(self) -> int:
+        return self.config.num_key_value_heads
+
+    @property
+    def head_dim(self) -> int:
+        return getattr(self.config, "head_dim", None) or self.config.hidden_size // self.config.num_attention_heads
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    def lora_modules(self) -> list[str]:
+        """Every module any adapter targets, in a stable order (the external graph's LoRA inputs)."""
+        return sorted({m for a in self.adapters.values() for m in a.weights})
+
+
+def build_decoder_task(info: ModelInfo, adapters: dict[str, LoraAdapter]) -> DecoderTask:
+    """Load the model weights (adapters were validated against the config already)."""
+    from ..model_io import load_model
+
+    return DecoderTask(load_model(info), info, adapters)
+
+
+def kv_names(num_layers: int, prefix: str) -> list[str]:
+    """``past.0.key, past.0.value, ...``: the names backends and runners agree on."""
+    return [f"{prefix}.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+
+
+def lora_input_names(modules: list[str]) -> list[str]:
+    """``lora.<module>.A/B``: graph input names of the external LoRA weights, also the tensor names
+    inside every adapter file, so a name mismatch is impossible by construction."""
+    return [f"lora.{m}.{ab}" for m in modules for ab in ("A", "B")]
+
+
+class DynamicKVDecoder(nn.Module):
+    """Decoder step with explicit past/present key-values (the cache grows by concatenation).
+
+    Inputs: ``input_ids [1, T]``, ``position_ids [1, T]``, past key/values per layer
+    ``[1, kv_heads, P, head_dim]``, and, in external mode, LoRA ``(A [r, in], B [out, r])`` per
+    adapted module. Outputs: ``logits [1, T, V]`` and the present key/values ``[.., P+T, ..]``.
+    """
+
+    def __init__(self, model: nn.Module, lora_modules: list[str] | None = None):
+        super().__init__()
+        self.model = model
+        self.lora_paths = list(lora_modules or [])
+        self.lora: dict[str, LoraLinear] = inject_lora(model, self.lora_paths) if self.lora_paths else {}
+
+    def forward(self, input_ids, position_ids, past, lora=None):
+        from transformers import DynamicCache
+
+        # LoRA tensors arrive as inputs; hand them to the wrapped linears for this call only.
+        for path, ab in zip(self.lora_paths, lora or []):
+            self.lora[path].ab = ab
+        # A cache built without a config: with one, Gemma's sliding layers add a length guard.
+        cache = DynamicCache()
+        for i, (k, v) in enumerate(past):
+            cache.update(k, v, i)
+        try:
+            out = self.model(input_ids=input_ids, position_ids=position_ids, past_key_values=cache, use_cache=True)
+        finally:
+            for mod in self.lora.values():
+                mod.ab = None
+        present = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return out.logits, present
+
+
+def example_inputs(task: DecoderTask, seq: int = 3, past_len: int = 2, rank: int = 4):
+    """Example tensors for tracing (sizes > 1 so no dimension specialises)."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, task.vocab_size, (1, seq), generator=gen)
+    pos = torch.arange(past_len, past_len + seq).unsqueeze(0)
+    shape = (1, task.kv_heads, past_len, task.head_dim)
+    past = [(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)) for _ in range(task.num_layers)]
+    lora = []
+    for m in task.lora_modules():
+        base = task.model.get_submodule(m)
+        base = base.base if isinstance(base, LoraLinear) else base
+        lora.append((torch.randn(rank, base.in_features, generator=gen) * 0.01,
+                     torch.randn(base.out_features, rank, generator=gen) * 0.01))
+    return ids, pos, past, lora
