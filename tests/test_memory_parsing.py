@@ -132,3 +132,28 @@ def test_fuzz_parsers_never_raise_or_leak_ids(obj, prefix, suffix, fence):
 def test_fuzz_arbitrary_text(text):
     assert all(op.id in (None, "mem-a", "mem-b") for op in parse_update(text, IDS).ops)
     parse_extract(text)
+
+
+update_items = st.lists(st.fixed_dictionaries({}, optional={
+    "id": st.sampled_from(["0", "1", "2", "-1", "00", " 1 ", "mem-a", "mem-b", ""]) | st.integers(
+        -2, 3) | st.none() | st.booleans(),
+    "text": st.text(max_size=8) | st.none() | st.integers(),
+    "event": st.sampled_from(["ADD", "UPDATE", "DELETE", "NONE", "update", " delete ", "MERGE"])
+    | st.none(),
+    "old_memory": st.text(max_size=8) | st.none(),
+}), max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=update_items, prose=st.sampled_from(["", "Sure:\n", "```json\n"]))
+def test_fuzz_update_shaped_outputs(items, prose):
+    res = parse_update(prose + json.dumps({"memory": items}), IDS)
+    shown = {"0": "mem-a", "1": "mem-b", " 1 ": "mem-b", 0: "mem-a", 1: "mem-b"}
+    for op in res.ops:
+        assert op.id in (None, "mem-a", "mem-b")
+    # every op maps back to an item whose id was really shown (or an ADD)
+    assert len(res.ops) + len(res.errors) == len(items)
+    for op in res.ops:
+        if op.id is not None:
+            assert any(shown.get(i.get("id")) == op.id for i in items if isinstance(
+                i.get("id"), (str, int)) and not isinstance(i.get("id"), bool))

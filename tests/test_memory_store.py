@@ -5,7 +5,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from memlora.memory.parsing import Event, UpdateOp
