@@ -39,6 +39,7 @@ def export(
     allow_pickle: bool = typer.Option(False, help="Allow .bin pickle weights (they can run code)."),
     trust_remote_code: bool = typer.Option(False, help="Allow models that need custom code."),
     quiet: bool = typer.Option(False, help="No progress bars."),
+    embedder: Optional[str] = typer.Option(None, help="Sentence embedder for retrieval: 'tiny' or an HF encoder folder."),
 ) -> None:
     """Export a model and its adapters to a bundle, with parity against PyTorch."""
     from .config import AdapterMode, Precision, Quant, parse_backends
@@ -51,7 +52,8 @@ def export(
             adapter_modes=_enum_list(AdapterMode, adapter_mode, "adapter-mode"),
             quants=_enum_list(Quant, quant, "quant"), precision=_enum_list(Precision, precision, "precision")[0],
             group_size=group_size, max_seq_len=max_seq_len, parity_tokens=parity_tokens,
-            check_parity=not no_parity, force=force, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+            check_parity=not no_parity, force=force, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+            embedder=embedder)
         manifest = run_export(opts, show_progress=not quiet)
     except MemloraError as e:
         _fail(e)

@@ -12,6 +12,7 @@ from . import __version__
 from .backends import get_backend
 from .bundle import atomic_dir, write_manifest
 from .config import AdapterMode, BackendName, ExportSpec, Precision, Quant
+from .conformance import write_bundle_extras
 from .errors import MemloraError
 from .parity import DEFAULT_PROMPTS, check_parity
 from .progress import steps
@@ -36,6 +37,7 @@ class ExportOptions:
     force: bool = False
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    embedder: str | None = None  # "tiny" or an HF encoder folder; adds embedder/
 
     def specs(self) -> list[ExportSpec]:
         return [ExportSpec(b, m, q, self.precision, self.group_size, self.max_seq_len)
@@ -95,6 +97,8 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
                         runner.close()
                 manifest["artifacts"].append(artifact.to_json())
                 progress.advance(job)
+            progress.update(job, description="prompts, conformance.json, embedder")
+            write_bundle_extras(tmp, manifest, reference, opts.embedder)
         manifest = write_manifest(tmp, manifest)
     return manifest
 

@@ -238,3 +238,50 @@ class OnnxRunner:
     def close(self) -> None:
         self._session = None
         self._lora.clear()
+
+
+# --- Sentence embedder (memlora.tasks.embedder): a separate, small graph -------------------------
+
+def export_encoder(task, out_dir: Path, opset: int = 18) -> dict:
+    """Export an :class:`~memlora.tasks.embedder.EmbedderTask` to ``out_dir/model.onnx``.
+
+    Inputs ``input_ids, attention_mask [batch, seq]`` (int64), output ``embeddings [batch, dim]``.
+    Returns ``{"files": {"model": "model.onnx"}, "ops": {...}}`` (paths relative to ``out_dir``).
+    """
+    import torch
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=task.max_length)
+    dyn = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+    with torch.no_grad():
+        try:
+            program = torch.onnx.export(task.module, task.example_inputs(), dynamic_shapes=dyn, dynamo=True,
+                                        opset_version=opset, input_names=["input_ids", "attention_mask"],
+                                        output_names=["embeddings"], verbose=False, optimize=True)
+        except Exception as e:  # the exporter raises many types; keep its first line
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ExportFailure(f"ONNX export of the embedder failed: {first}", task.path,
+                                "use --embedder tiny or a BERT-like encoder") from None
+    model = program.model_proto
+    return {"files": {"model": "model.onnx"}, "ops": _save(model, out_dir / "model.onnx")}
+
+
+def load_encoder(model_path: Path, threads: int | None = None):
+    """Open an exported embedder graph: returns ``encode(input_ids, attention_mask) -> [batch, dim]``."""
+    import onnxruntime as ort
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise MemloraError("exported embedder file missing", model_path, "re-run memlora export --embedder")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+
+    def encode(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": np.asarray(input_ids, np.int64), "attention_mask": np.asarray(attention_mask, np.int64)}
+        return session.run(["embeddings"], feeds)[0]
+
+    return encode

@@ -1,0 +1,218 @@
+"""Open an exported bundle for the memory loop: runner, tokenizer, templates, chat format, embedder.
+
+``open_bundle(bundle, backend="onnx")`` picks the matching artifact from the manifest and loads
+it through ``memlora.backends.get_backend(name).load``; ``backend="pytorch"`` instead rebuilds the
+bundle's source model and adapters (regenerating a preset) and runs them eagerly with PEFT, the
+reference the exported runners are compared against. A :class:`Session` then makes a
+:class:`~memlora.memory.MemoryLoop` over any store.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .backends.base import Artifact, Runner
+from .errors import MemloraError
+
+log = logging.getLogger(__name__)
+
+RUNTIME_BACKENDS = ("onnx", "executorch", "coreml", "pytorch")
+
+
+@dataclass
+class Session:
+    """Everything the memory loop needs from one bundle on one backend."""
+
+    bundle: Path
+    manifest: dict
+    backend: str
+    runner: Runner
+    tokenizer: object  # tokenizers.Tokenizer
+    templates: object  # memlora.memory.Templates
+    chat_format: str
+    eos_ids: tuple[int, ...]
+    artifact: Artifact | None = None
+    embedder: object | None = None  # Callable[[Sequence[str]], np.ndarray]
+    templates_source: str = "bundle"
+    _keep: list = field(default_factory=list, repr=False)  # temp dirs alive while the session is
+
+    def loop(self, store, settings=None):
+        """A :class:`~memlora.memory.MemoryLoop` over this session and ``store``."""
+        from .memory import MemoryLoop
+
+        return MemoryLoop(self.runner, self.tokenizer, store, self.chat_format, self.templates,
+                          self.embedder, settings)
+
+    def describe(self) -> str:
+        """One line: backend, artifact and embedder."""
+        what = self.artifact.key if self.artifact else "pytorch eager (PEFT reference)"
+        emb = "embedder" if self.embedder is not None else "text search (FTS5/BM25)"
+        return f"{what}; retrieval: {emb}; prompts: {self.templates_source}"
+
+    def close(self) -> None:
+        self.runner.close()
+        for tmp in self._keep:
+            tmp.cleanup()
+        self._keep.clear()
+
+
+def select_artifact(manifest: dict, backend: str, adapter_mode: str | None = None,
+                    quant: str | None = None) -> Artifact:
+    """The manifest's artifact for ``backend`` (preferring external adapters and no quantization
+    unless told); a one-line error naming what the bundle does have otherwise."""
+    rows = [a for a in manifest.get("artifacts", []) if a["backend"] == backend]
+    if not rows:
+        have = sorted({a["backend"] for a in manifest.get("artifacts", [])}) or ["none"]
+        raise MemloraError(f"bundle has no {backend} artifact (it has: {', '.join(have)})",
+                           fix=f"re-export with --backend {backend}")
+    if adapter_mode is not None:
+        rows = [a for a in rows if a["adapter_mode"] == adapter_mode]
+    if quant is not None:
+        rows = [a for a in rows if a["quant"] == quant]
+    if not rows:
+        have = ", ".join(f"{a['adapter_mode']}/{a['quant']}" for a in manifest["artifacts"] if a["backend"] == backend)
+        raise MemloraError(f"bundle has no {backend} artifact with adapter mode {adapter_mode or 'any'} and "
+                           f"quant {quant or 'any'} (it has: {have})", fix="pick one of those")
+    rows.sort(key=lambda a: (a["adapter_mode"] != "external", a["quant"] != "none"))
+    return Artifact.from_json(rows[0])
+
+
+def _templates(bundle: Path):
+    from .memory import load_templates
+
+    prompts = bundle / "prompts"
+    if prompts.is_dir():
+        try:
+            return load_templates(prompts), "bundle"
+        except (OSError, ValueError) as e:
+            raise MemloraError(f"bad prompt templates: {e}", prompts, "re-run memlora export") from None
+    log.warning("%s has no prompts/ folder; using memlora's built-in templates", bundle)
+    return load_templates(), "package (bundle has none)"
+
+
+def eos_ids(tokenizer, manifest: dict, chat_format: str) -> tuple[int, ...]:
+    """The config's eos id(s) plus every single-token stop string of the chat format."""
+    from .memory.chat import stop_strings
+    from .memory.engine import eos_ids_for
+
+    cfg = manifest["model"].get("eos_token_id")
+    ids = [cfg] if isinstance(cfg, int) else list(cfg or [])
+    return tuple(dict.fromkeys([*ids, *eos_ids_for(tokenizer, stop_strings(chat_format))]))
+
+
+def _torch_runner(manifest: dict, keep: list) -> Runner:
+    from .backends.pytorch_backend import TorchRunner
+    from .families import get_family
+    from .sources import reference_sources
+
+    tmp = tempfile.TemporaryDirectory(prefix="memlora-ref-")
+    keep.append(tmp)
+    model_dir, adapter_dirs = reference_sources(manifest, Path(tmp.name))
+    family = get_family(manifest["model"]["family"])
+    return TorchRunner(model_dir, adapter_dirs, family.attn_implementation)
+
+
+def load_embedder(bundle: Path, manifest: dict, backend: str, keep: list, threads: int | None = None):
+    """The bundle's embedder as a text embedder, or ``None`` when it has none.
+
+    Exported runtimes use the ONNX embedder graph; ``pytorch`` rebuilds the source encoder.
+    """
+    entry = manifest.get("embedder")
+    if not entry:
+        return None
+    from .tasks.embedder import TextEmbedder, build_embedder_task, write_embedder_preset
+
+    if backend == "pytorch":
+        src = entry["source"]
+        if "preset" in src:
+            tmp = tempfile.TemporaryDirectory(prefix="memlora-emb-")
+            keep.append(tmp)
+            path = write_embedder_preset(Path(tmp.name) / "embedder", src["preset"])
+        else:
+            path = Path(src["path"])
+        return build_embedder_task(path, src).reference()
+    from .backends.onnx_backend import load_encoder
+
+    encode = load_encoder(bundle / entry["files"]["onnx"], threads)
+    return TextEmbedder.from_file(bundle / entry["tokenizer"], encode, int(entry["max_length"]))
+
+
+def open_bundle(bundle_dir: str | Path, backend: str = "onnx", adapter_mode: str | None = None,
+                quant: str | None = None, threads: int | None = None, embedder: bool = True) -> Session:
+    """Open ``bundle_dir`` on ``backend`` (onnx, executorch, coreml or pytorch).
+
+    Args:
+        adapter_mode, quant: narrow the artifact choice (default: external adapters, no quant).
+        threads: intra-op threads for onnxruntime (default: the runtime's choice).
+        embedder: load the bundle's embedder if it has one (else retrieval is FTS5/BM25).
+    """
+    from tokenizers import Tokenizer
+
+    from .backends import get_backend
+    from .bundle import read_manifest
+    from .memory.chat import get_format
+
+    bundle = Path(bundle_dir)
+    if backend not in RUNTIME_BACKENDS:
+        raise MemloraError(f"unknown backend {backend!r}", fix=f"use one of: {', '.join(RUNTIME_BACKENDS)}")
+    manifest = read_manifest(bundle)
+    tok_file = bundle / manifest.get("tokenizer", "tokenizer.json")
+    if not tok_file.is_file():
+        raise MemloraError("bundle has no tokenizer.json", tok_file, "re-run memlora export")
+    tokenizer = Tokenizer.from_file(str(tok_file))
+    chat_format = manifest["model"].get("chat_format") or ""
+    try:
+        get_format(chat_format)
+    except KeyError as e:
+        raise MemloraError(str(e).strip("'\""), bundle, "re-export with a supported model family") from None
+    templates, templates_source = _templates(bundle)
+    keep: list = []
+    artifact = None
+    if backend == "pytorch":
+        runner = _torch_runner(manifest, keep)
+    else:
+        artifact = select_artifact(manifest, backend, adapter_mode, quant)
+        module = get_backend(backend)
+        reason = module.available()
+        if reason:
+            raise MemloraError(f"backend {backend} cannot run here: {reason}", fix="choose another --backend")
+        runner = module.load(artifact, bundle, threads) if backend == "onnx" else module.load(artifact, bundle)
+    emb = load_embedder(bundle, manifest, backend, keep, threads) if embedder else None
+    return Session(bundle, manifest, backend, runner, tokenizer, templates, chat_format,
+                   eos_ids(tokenizer, manifest, chat_format), artifact, emb, templates_source, keep)
+
+
+def remember_and_answer(loop, text: str, user: str, raw_fallback: bool = False,
+                        at: str | None = None, today: str | None = None):
+    """One chat step: store what ``text`` says (extract, update), then answer it from memory.
+
+    Returns ``(ingest_result, answer)``. With ``raw_fallback``, a turn the model extracts nothing
+    valid from is stored verbatim (useful with random-weight models, whose output never parses).
+    """
+    result = ingest(loop, [_turn(user, text)], user, at=at, today=today, raw_fallback=raw_fallback)
+    return result, loop.answer(text, user)
+
+
+def _turn(speaker: str, text: str):
+    from .memory import DialogTurn
+
+    return DialogTurn(speaker, text)
+
+
+def ingest(loop, turns: Sequence, user: str, at: str | None = None, today: str | None = None,
+           raw_fallback: bool = False):
+    """``loop.ingest_turn`` plus an optional verbatim fallback (see :func:`remember_and_answer`)."""
+    from .memory import IngestResult
+    from .memory.parsing import Event, UpdateOp
+
+    extracted = loop.extract(turns, today=today)
+    facts = extracted.facts or ([turns[-1].text] if raw_fallback and turns[-1].text.strip() else [])
+    applied = loop.update(facts, user, at=at)
+    errors = list(extracted.errors) + list(loop.last_errors)
+    if raw_fallback and not applied and errors:
+        applied = loop.store.apply([UpdateOp(Event.ADD, None, f) for f in facts], user, loop.embedder,
+                                   at=at, actor="fallback").applied
+    return IngestResult(facts, applied, errors)
