@@ -51,12 +51,14 @@ class LoraAdapter:
                 "modules": len(self.weights), "source": str(self.path), "sha256": self.sha256}
 
 
-def read_adapter(name: str, path: str | Path, linears: dict[str, tuple[int, int]]) -> LoraAdapter:
+def read_adapter(name: str, path: str | Path, linears: dict[str, tuple[int, int]],
+                 base_class: str | None = None) -> LoraAdapter:
     """Read a PEFT folder and check it fits a base whose linear layers are ``linears``.
 
     Checks (all before the base weights are loaded): a LoRA adapter without DoRA, bias or
     modules_to_save; every adapted module exists in the base; A and B shapes match the base
-    layer; rank and alpha positive; all weights finite.
+    layer; rank and alpha positive; all weights finite; and, where PEFT recorded it, the base
+    model class the adapter was trained on equals ``base_class``.
     """
     path = Path(path)
     cfg_file, w_file = path / "adapter_config.json", path / "adapter_model.safetensors"
@@ -72,6 +74,10 @@ def read_adapter(name: str, path: str | Path, linears: dict[str, tuple[int, int]
     except json.JSONDecodeError as e:
         raise MemloraError(f"adapter_config.json is not valid JSON ({e.msg})", cfg_file, "restore the file") from None
     _check_config(cfg, cfg_file)
+    trained_on = (cfg.get("auto_mapping") or {}).get("base_model_class")
+    if base_class and trained_on and trained_on != base_class:
+        raise MemloraError(f"adapter was trained on a {trained_on}, but the base model is a {base_class}", cfg_file,
+                           "use the adapter trained for this base model")
 
     from safetensors.torch import load_file
 

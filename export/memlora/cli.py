@@ -148,7 +148,9 @@ def summary_table(manifest: dict, root: Path) -> Table:
                   title=f"bundle {root}")
     for a in manifest["artifacts"]:
         shared = sum(sizes.get(p, 0) + sizes.get(p + ".data", 0) for r, p in a["files"].items() if ":" not in r)
-        for row in (a.get("parity") or {}).get("adapters", []) or [{"adapter": n} for n in a["adapters"]]:
+        parity = a.get("parity") or {}
+        rows = parity.get("adapters") or [{"adapter": n, "passed": parity.get("passed")} for n in a["adapters"]]
+        for row in rows:
             name = row.get("adapter")
             own = sum(sizes.get(p, 0) + sizes.get(p + ".data", 0) for r, p in a["files"].items()
                       if r.endswith(f":{name}"))

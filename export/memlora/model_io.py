@@ -92,11 +92,20 @@ def linear_shapes(info: ModelInfo) -> dict[str, tuple[int, int]]:
             if isinstance(m, torch.nn.Linear)}
 
 
+def quiet_transformers() -> None:
+    """No per-shard progress bars or advisory logs from transformers: memlora draws its own."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def load_model(info: ModelInfo):
     """Load the model in float32 for export and reference, eval mode, family attention path."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     try:
         model = AutoModelForCausalLM.from_pretrained(
             info.path, dtype=torch.float32, attn_implementation=info.family.attn_implementation,

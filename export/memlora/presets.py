@@ -103,6 +103,9 @@ def write_preset(name: str, out: str | Path) -> tuple[Path, dict[str, Path]]:
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     from .tokenizer_train import train_bpe
+    from .model_io import quiet_transformers
+
+    quiet_transformers()
 
     preset = get_preset(name)
     family = FAMILIES[preset.model_type]

@@ -34,13 +34,31 @@ def recheck_bundle(bundle: Path, n_tokens: int | None = None) -> dict:
             if reason:
                 raise MemloraError(f"cannot re-check {artifact.key}: {reason}", bundle, "install the runtime")
             old = artifact.parity or {}
-            runner = backend.load(artifact, bundle)
-            try:
-                artifact.parity = check_parity(
-                    runner, reference, ids, backend=artifact.backend, quant=artifact.quant,
-                    precision=artifact.meta.get("precision", "fp32"), n_tokens=n_tokens or old.get("n_tokens", 32))
-            finally:
-                runner.close()
+            broken = [f for f in file_failures if f.split(":")[0] in _paths(artifact)]
+            if broken:
+                # A file that fails its hash is not run: the runtime's error would only be noise.
+                artifact.parity = {"passed": False, "error": "files failed the hash check: " + "; ".join(broken)}
+            else:
+                artifact.parity = _check(backend, artifact, bundle, reference, ids,
+                                         n_tokens or old.get("n_tokens", 32))
             artifacts.append(artifact.to_json())
     passed = not file_failures and all(a["parity"]["passed"] for a in artifacts)
     return dict(manifest, artifacts=artifacts, file_failures=file_failures, passed=passed)
+
+
+def _paths(artifact: Artifact) -> set[str]:
+    return {p for rel in artifact.files.values() for p in (rel, rel + ".data")}
+
+
+def _check(backend, artifact: Artifact, bundle: Path, reference, ids, n_tokens: int) -> dict:
+    try:
+        runner = backend.load(artifact, bundle)
+    except MemloraError:
+        raise
+    except Exception as e:  # a runtime refusing the file is a parity failure to report, not a crash
+        return {"passed": False, "error": f"{artifact.backend} could not load the artifact: {str(e)[:200]}"}
+    try:
+        return check_parity(runner, reference, ids, backend=artifact.backend, quant=artifact.quant,
+                            precision=artifact.meta.get("precision", "fp32"), n_tokens=n_tokens)
+    finally:
+        runner.close()

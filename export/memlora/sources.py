@@ -59,7 +59,8 @@ def resolve(model: str | None, adapters: dict[str, Path], workdir: Path, *, allo
         if not Path(path).is_dir():
             raise MemloraError("adapter folder not found", path, f"fix the path in --adapter {name}=PATH")
     shapes = linear_shapes(info)
-    loaded = {name: read_adapter(name, path, shapes) for name, path in adapters.items()}
+    base_class = (info.config.get("architectures") or [None])[0]
+    loaded = {name: read_adapter(name, path, shapes, base_class) for name, path in adapters.items()}
     record["adapter_dirs"] = {n: str(Path(p).resolve()) for n, p in adapters.items()}
     return Sources(info, loaded, {n: Path(p) for n, p in adapters.items()}, record)
 

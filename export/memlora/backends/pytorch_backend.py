@@ -29,6 +29,9 @@ class TorchRunner:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
+        from ..model_io import quiet_transformers
+
+        quiet_transformers()
         base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                                     attn_implementation=attn_implementation).eval()
         self.adapters = list(adapter_dirs)

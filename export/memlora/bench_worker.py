@@ -1,0 +1,189 @@
+"""One benchmark measurement in its own process: ``python -m memlora.bench_worker`` (used by bench.py).
+
+Reads one job as JSON on stdin, loads one runner (an exported artifact, or PyTorch eager + PEFT),
+times it and writes one JSON object on stdout. Each runner gets a fresh process so one runtime's
+memory (onnxruntime keeps its arenas) never shows up in another's peak RSS, which the child
+reports itself (see ``peak_rss_kb``). Anything a library prints goes to stderr.
+
+Job fields: ``kind`` ("artifact" | "pytorch" | "resident"), ``root`` and ``artifact`` (artifact
+and resident), ``model_dir``/``adapter_dirs``/``attn_implementation`` (pytorch), ``adapters``,
+``prompt_lens``, ``decode_prompt_len``, ``decode_tokens``, ``repeats``, ``warmup``,
+``switch_repeats``, ``threads``, ``vocab_size``, ``seed``.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def _status_kb(field: str) -> int:
+    """A ``/proc/self/status`` field in kB (VmRSS, VmHWM); 0 where there is no /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss_kb() -> int:
+    """This process's peak RSS. Linux: VmHWM, which starts fresh at exec; the parent's wait4
+    ``ru_maxrss`` does not, it carries the parent's own peak from before the fork."""
+    hwm = _status_kb("VmHWM")
+    if hwm:
+        return hwm
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, kB elsewhere
+
+
+def stats(samples: list[float]) -> dict:
+    """Median, min, max and count of timing samples."""
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples),
+            "samples": [round(s, 6) for s in samples]}
+
+
+def _open(job: dict):
+    """Build the runner for the job; returns (runner, load seconds, weight bytes or None, threads used)."""
+    threads = job.get("threads")
+    if job["kind"] == "pytorch":
+        import peft  # noqa: F401  (imported before the clock starts: load time is the model's)
+        import torch
+        import transformers  # noqa: F401
+
+        if threads:
+            torch.set_num_threads(threads)
+        from memlora.backends.pytorch_backend import TorchRunner
+
+        job["rss_runtime_kb"] = _status_kb("VmRSS")
+        t0 = time.perf_counter()
+        runner = TorchRunner(job["model_dir"], job["adapter_dirs"], job.get("attn_implementation", "eager"))
+        load_s = time.perf_counter() - t0
+        seen, weight_bytes = set(), 0
+        for p in runner.model.parameters():  # tied weights counted once
+            if p.data_ptr() not in seen:
+                seen.add(p.data_ptr())
+                weight_bytes += p.numel() * p.element_size()
+        return runner, load_s, weight_bytes, torch.get_num_threads()
+    from memlora.backends import get_backend
+    from memlora.backends.base import Artifact
+
+    backend = get_backend(job["artifact"]["backend"])
+    reason = backend.available()  # imports the runtime before the clock starts
+    if reason:
+        raise RuntimeError(reason)
+    artifact = Artifact.from_json(job["artifact"])
+    job.setdefault("rss_runtime_kb", _status_kb("VmRSS"))
+    kwargs = {"threads": threads} if "threads" in inspect.signature(backend.load).parameters else {}
+    t0 = time.perf_counter()
+    runner = backend.load(artifact, Path(job["root"]), **kwargs)
+    return runner, time.perf_counter() - t0, None, threads if kwargs else None
+
+
+def _prompt(job: dict, n: int) -> list[int]:
+    import numpy as np
+
+    rng = np.random.default_rng(job.get("seed", 0) + n)
+    return rng.integers(3, job["vocab_size"], size=n).tolist()  # latency does not depend on the ids
+
+
+def _time_adapter(runner, job: dict) -> dict:
+    """TTFT per prompt length and decode speed for the active adapter."""
+    reps, warm = job["repeats"], job["warmup"]
+    out: dict = {"prefill": {}}
+    for n in job["prompt_lens"]:
+        ids, samples = _prompt(job, n), []
+        for i in range(warm + reps):
+            runner.reset()
+            t0 = time.perf_counter()
+            int(runner.prefill(ids)[-1].argmax())  # the first token is known once argmax is taken
+            if i >= warm:
+                samples.append(time.perf_counter() - t0)
+        out["prefill"][str(n)] = stats(samples)
+    ids, n_dec, samples = _prompt(job, job["decode_prompt_len"]), job["decode_tokens"], []
+    for i in range(warm + reps):
+        runner.reset()
+        token = int(runner.prefill(ids)[-1].argmax())
+        t0 = time.perf_counter()
+        for _ in range(n_dec):
+            token = int(runner.decode(token).argmax())
+        if i >= warm:
+            samples.append(time.perf_counter() - t0)
+    out["decode"] = stats(samples)
+    return out
+
+
+def _time_switch(runner, a: str, b: str, job: dict) -> dict:
+    """a-b-a switching: the ``set_adapter`` call, and the call plus the first step after it
+    (a runtime may bind adapter weights lazily on the next run), against a steady step."""
+    token = _prompt(job, 1)
+    runner.set_adapter(a)
+    for _ in range(job["warmup"] + 1):
+        runner.prefill(token)
+    steady = []
+    for _ in range(max(3, job["switch_repeats"])):
+        runner.reset()
+        t0 = time.perf_counter()
+        runner.prefill(token)
+        steady.append(time.perf_counter() - t0)
+    calls, with_step = [], []
+    for _ in range(job["switch_repeats"]):
+        for name in (b, a):
+            t0 = time.perf_counter()
+            runner.set_adapter(name)
+            t1 = time.perf_counter()
+            runner.prefill(token)
+            t2 = time.perf_counter()
+            calls.append(t1 - t0)
+            with_step.append(t2 - t0)
+    return {"call": stats(calls), "call_plus_step": stats(with_step), "steady_step": stats(steady)}
+
+
+def run_job(job: dict) -> dict:
+    """Run one job in this process and return the result document."""
+    result: dict = {}
+    if job["kind"] == "resident":  # every adapter's model resident at once (fused, no reloads)
+        runners = []
+        for name in job["adapters"]:
+            runner, _, _, _ = _open(dict(job, kind="artifact"))
+            runner.set_adapter(name)
+            runner.prefill(_prompt(job, job["decode_prompt_len"]))
+            runners.append(runner)
+        result["resident_models"] = len(runners)
+    else:
+        runner, load_s, weight_bytes, threads = _open(job)
+        result.update(load_s=load_s, weight_bytes=weight_bytes, threads_applied=threads,
+                      rss_loaded_kb=_status_kb("VmRSS"), adapters={})
+        for name in job["adapters"]:
+            t0 = time.perf_counter()
+            runner.set_adapter(name)
+            result["adapters"][name] = dict(_time_adapter(runner, job), set_adapter_s=time.perf_counter() - t0)
+        if len(job["adapters"]) >= 2 and job["switch_repeats"] > 0:
+            result["switch"] = _time_switch(runner, job["adapters"][0], job["adapters"][1], job)
+        runner.close()
+    result.update(peak_rss_kb=peak_rss_kb(), rss_runtime_kb=job.get("rss_runtime_kb"))
+    return result
+
+
+def main() -> None:
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # library chatter goes to stderr; stdout carries only the result
+    job = json.loads(sys.stdin.read())
+    try:
+        result = run_job(job)
+    except Exception as e:  # reported to the parent as this measurement's error, never as a number
+        msg = str(e).strip().splitlines()[0][:400] if str(e).strip() else ""
+        result = {"error": f"{type(e).__name__}: {msg}"}
+    out.write(json.dumps(result) + "\n")
+    out.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""ONNX backend end to end: export, parity with negative control, adapter switching, quantization."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import artifact
+
+from memlora.backends import get_backend
+from memlora.backends.base import Artifact
+from memlora.bundle import verify_files
+
+ADAPTERS = ["extract", "update", "answer"]
+
+
+@pytest.mark.parametrize("mode", ["external", "fused"])
+def test_fp32_parity_per_adapter(onnx_fp32_bundle, mode):
+    _, manifest = onnx_fp32_bundle
+    par = artifact(manifest, "onnx", mode)["parity"]
+    assert par["passed"], par
+    assert [r["adapter"] for r in par["adapters"]] == ADAPTERS
+    for row in par["adapters"]:
+        assert row["max_abs_diff"] <= 1e-4
+        assert row["top1_agreement"] == 1.0 and row["first_divergence"] is None
+        assert row["tokens_compared"] >= 2 * 32  # two prompts, 32 greedy tokens each
+        # The negative control: another adapter moves logits by far more than the tolerance.
+        assert row["negative_control"]["max_abs_diff"] >= 100 * 1e-4
+
+
+def test_external_layout_and_hashes(onnx_fp32_bundle):
+    root, manifest = onnx_fp32_bundle
+    ext = artifact(manifest, "onnx", "external")
+    assert set(ext["files"]) == {"model", *(f"adapter:{a}" for a in ADAPTERS)}
+    assert all(p.endswith(".onnx_adapter") for r, p in ext["files"].items() if r.startswith("adapter:"))
+    fused = artifact(manifest, "onnx", "fused")
+    assert set(fused["files"]) == {f"model:{a}" for a in ADAPTERS}
+    assert verify_files(root, manifest) == []
+    sizes = {f["path"]: f["bytes"] for f in manifest["files"]}
+    base = sizes[ext["files"]["model"]]
+    adapters = sum(sizes[ext["files"][f"adapter:{a}"]] for a in ADAPTERS)
+    fused_total = sum(sizes[fused["files"][f"model:{a}"]] for a in ADAPTERS)
+    # Sharing the base is the point: base + 3 adapters well under 3 fused models.
+    assert base + adapters < 0.6 * fused_total
+
+
+def test_tampered_file_detected(onnx_fp32_bundle, tmp_path):
+    import shutil
+
+    root, manifest = onnx_fp32_bundle
+    copy = tmp_path / "b"
+    shutil.copytree(root, copy)
+    target = copy / artifact(manifest, "onnx", "external")["files"]["adapter:update"]
+    data = bytearray(target.read_bytes())
+    data[-5] ^= 0xFF
+    target.write_bytes(bytes(data))
+    assert verify_files(copy, manifest) == [f"{target.relative_to(copy).as_posix()}: sha256 mismatch"]
+
+
+def test_aba_switch_in_one_session(onnx_fp32_bundle):
+    """a -> b -> a on one onnxruntime session: a's logits come back exactly, b's differ."""
+    root, manifest = onnx_fp32_bundle
+    runner = get_backend("onnx").load(Artifact.from_json(artifact(manifest, "onnx", "external")), root)
+    ids = [5, 17, 99, 230, 41, 7]
+    runner.set_adapter("extract")
+    a1 = runner.prefill(ids)
+    a1_next = runner.decode(int(a1[-1].argmax()))
+    runner.set_adapter("answer")
+    b = runner.prefill(ids)
+    runner.set_adapter("extract")
+    a2 = runner.prefill(ids)
+    a2_next = runner.decode(int(a2[-1].argmax()))
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(a1_next, a2_next)
+    assert np.abs(a1 - b).max() > 0.1
+    runner.set_adapter(None)  # the bare base also runs (zero-rank LoRA defaults)
+    base = runner.prefill(ids)
+    assert np.abs(base - a1).max() > 0.1
+    runner.close()
+
+
+def test_cache_reset_on_switch(onnx_fp32_bundle):
+    """Switching adapter must drop the KV cache: decoding after a switch equals a fresh prefill."""
+    root, manifest = onnx_fp32_bundle
+    runner = get_backend("onnx").load(Artifact.from_json(artifact(manifest, "onnx", "fused")), root)
+    runner.set_adapter("update")
+    runner.prefill([1, 2, 3, 4])
+    runner.set_adapter("answer")
+    after_switch = runner.prefill([9, 8])
+    runner.set_adapter("answer")
+    fresh = runner.prefill([9, 8])
+    np.testing.assert_array_equal(after_switch, fresh)
+
+
+@pytest.mark.parametrize("mode", ["external", "fused"])
+@pytest.mark.parametrize("quant,min_top1", [("int8", 0.9), ("int4", 0.7)])
+def test_quantized_token_level(onnx_quant_bundle, mode, quant, min_top1):
+    root, manifest = onnx_quant_bundle
+    a = artifact(manifest, "onnx", mode, quant)
+    par = a["parity"]
+    assert par["passed"], par
+    assert par["level"] == quant
+    for row in par["adapters"]:
+        assert row["top1_agreement"] >= min_top1
+        assert 0 < row["kl_mean"] <= par["tolerance"]["max_kl"]  # lossy, but bounded
+        assert row["negative_control"]["max_abs_diff"] > row["max_abs_diff"]
+    ops = a["meta"]["ops"]
+    assert ops.get("MatMulNBits", 0) > 0, ops  # weights really are quantized
+
+
+def test_quantized_files_smaller(onnx_fp32_bundle, onnx_quant_bundle):
+    _, m32 = onnx_fp32_bundle
+    _, mq = onnx_quant_bundle
+    size = lambda m, a: sum(f["bytes"] for f in m["files"] if f["path"] == a["files"]["model"])  # noqa: E731
+    b32 = size(m32, artifact(m32, "onnx", "external"))
+    b8 = size(mq, artifact(mq, "onnx", "external", "int8"))
+    b4 = size(mq, artifact(mq, "onnx", "external", "int4"))
+    assert b4 < b8 < b32
+
+
+def test_int4_base_loads_adapter_of_other_rank(onnx_quant_bundle):
+    """LoRA matmuls stay float with an int4 base, so adapters of ranks 4, 8 and 16 all load."""
+    root, manifest = onnx_quant_bundle
+    runner = get_backend("onnx").load(Artifact.from_json(artifact(manifest, "onnx", "external", "int4")), root)
+    outs = {}
+    for name in ADAPTERS:
+        runner.set_adapter(name)
+        outs[name] = runner.prefill([3, 4, 5])
+    assert np.abs(outs["extract"] - outs["update"]).max() > 0.1
+    assert np.abs(outs["update"] - outs["answer"]).max() > 0.1
+
+
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-qwen3", "tiny-gemma2", "tiny-gemma3"])
+def test_other_families_external_parity(preset, preset_dir, tmp_path):
+    from memlora.export import ExportOptions, run_export
+
+    model_dir, adapters = preset_dir(preset)
+    manifest = run_export(ExportOptions(out=tmp_path / "b", model=str(model_dir), adapters=adapters,
+                                        parity_tokens=16), show_progress=False)
+    par = manifest["artifacts"][0]["parity"]
+    assert par["passed"], par
+    assert max(r["max_abs_diff"] for r in par["adapters"]) <= 1e-4
+    assert manifest["model"]["family"] == preset.replace("tiny-", "").replace("gemma3", "gemma3_text")
