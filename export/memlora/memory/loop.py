@@ -166,12 +166,17 @@ class MemoryLoop:
         result = self.store.apply(parsed.ops, user, self.embedder, at=at)
         return result.applied
 
-    def answer(self, question: str, user: str, k: int | None = None) -> Answer:
-        """Answer ``question`` from ``user``'s top-``k`` memories (default ``answer_top_k``)."""
+    def answer(self, question: str, user: str | Sequence[str], k: int | None = None) -> Answer:
+        """Answer ``question`` from the top-``k`` memories (default ``answer_top_k``) of ``user``,
+        or of several users (each searched, hits merged best first: LoCoMo asks about both
+        speakers of a conversation)."""
         k = self.settings.answer_top_k if k is None else k
         vecs = self._embed([question])
-        hits = self.store.search(question, user, k, vecs[0] if vecs is not None else None)
-        memories = [h.memory for h in hits]
+        users = [user] if isinstance(user, str) else list(user)
+        hits = [h for u in users
+                for h in self.store.search(question, u, k, vecs[0] if vecs is not None else None)]
+        hits.sort(key=lambda h: -h.score)  # stable: ties keep user, then retrieval order
+        memories = [h.memory for h in hits[:k]]
         shown = [(m.updated_at, m.text) for m in memories]
         res = self._run(Op.ANSWER, answer_messages(self.templates, question, shown))
         text = res.text.strip()
