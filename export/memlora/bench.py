@@ -54,10 +54,12 @@ def runnable(backend: str) -> str | None:
     reason = module.available()
     if reason:
         return reason
+    platform_name, why = _RUN_PLATFORMS.get(backend, (sys.platform, ""))
+    if sys.platform != platform_name:  # an emulator's speed (Core ML's MIL-in-NumPy) is no figure
+        return why
     if callable(getattr(module, "runnable", None)):  # a backend may tell export-only apart itself
         return module.runnable()
-    platform_name, why = _RUN_PLATFORMS.get(backend, (sys.platform, ""))
-    return None if sys.platform == platform_name else why
+    return None
 
 
 def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[int] = (64, 256, 1024),
@@ -104,7 +106,12 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
         doc = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": bench_env.machine(), "versions": bench_env.versions(), "settings": settings,
                "bandwidth": bench_env.memory_bandwidth(bandwidth_mb), "model": manifest["model"]}
-        names = list(adapters or [a["name"] for a in manifest["adapters"]])
+        have = [a["name"] for a in manifest["adapters"]]
+        names = list(adapters or have)
+        unknown = [n for n in names if n not in have] + [b for b in backends or [] if b not in BACKENDS]
+        if unknown:
+            raise MemloraError(f"unknown adapter or backend {', '.join(unknown)}", bundle,
+                               f"adapters here: {', '.join(have)}; backends: {', '.join(BACKENDS)}")
         base_job = dict(adapters=names, decode_tokens=decode_tokens, repeats=repeats, warmup=warmup,
                         switch_repeats=switch_repeats, threads=threads, seed=0,
                         vocab_size=manifest["model"]["vocab_size"])

@@ -37,9 +37,8 @@ def header(doc: dict) -> list[str]:
         "`% roof`: decode tok/s over bandwidth / weight bytes per token.", ""]
 
 
-def markdown(doc: dict) -> str:
-    """The whole bench.md."""
-    lines = header(doc)
+def table(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """The main table, one row per runner and adapter: (column names, cells)."""
     lens = doc["settings"]["prompt_lens"]
     index: dict = defaultdict(dict)
     for r in doc["rows"]:
@@ -47,24 +46,31 @@ def markdown(doc: dict) -> str:
             index[(r["runner"], r["adapter"])][(r["metric"], r.get("requested_prompt_len"))] = r
     cols = ["runner", "adapter", "load s", *(f"TTFT ms @{n}" for n in lens), f"prefill tok/s @{lens[-1]}",
             "decode tok/s", "x eager", "% roof", "peak RSS MiB", "disk MB", "parity"]
-    lines += ["## Speed and memory", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for (runner, adapter), cells in index.items():
-        dec = cells.get(("decode_tps", None))
+    cells = []
+    for (runner, adapter), got in index.items():
+        dec = got.get(("decode_tps", None))
         if adapter is None or dec is None:
             continue
         whole = index[(runner, None)]
-        ttft = [cells.get(("ttft_ms", n)) for n in lens]
-        pre = cells.get(("prefill_tps", lens[-1]))
-        disk = cells.get(("disk_bytes", None))
+        ttft = [got.get(("ttft_ms", n)) for n in lens]
+        pre, disk = got.get(("prefill_tps", lens[-1])), got.get(("disk_bytes", None))
         rss, load = whole.get(("peak_rss_mb", None)), whole.get(("load_s", None))
-        lines.append("| " + " | ".join([
+        cells.append([
             runner, adapter, _fmt(load and load["value"], ".2f"),
             *(_fmt(t and t["value"], ".1f") + ("*" if t and t.get("note") else "") for t in ttft),
             _fmt(pre and pre["value"], ".0f"),
             f"{dec['value']:.1f} ({dec['min']:.1f}-{dec['max']:.1f})", _fmt(dec.get("vs_pytorch"), ".2f"),
-            _fmt(dec.get("roofline_fraction") and 100 * dec["roofline_fraction"], ".0f"),
+            _fmt(dec.get("roofline_fraction") and 100 * dec["roofline_fraction"], ".1f"),
             _fmt(rss and rss["value"], ".0f"), _fmt(disk and disk["value"] / 1e6, ".2f"),
-            {True: "pass", False: "FAIL", None: "-"}[dec.get("parity")]]) + " |")
+            {True: "pass", False: "FAIL", None: "-"}[dec.get("parity")]])
+    return cols, cells
+
+
+def markdown(doc: dict) -> str:
+    """The whole bench.md: header, main table, goals, what was not measured and why."""
+    cols, cells = table(doc)
+    lines = header(doc) + ["## Speed and memory", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
     if any(r.get("note") and r["metric"] == "ttft_ms" for r in doc["rows"]):
         lines += ["", "\\* prompt clipped to the artifact's max_seq_len - 1."]
     lines += ["", *goals(doc["summary"])]

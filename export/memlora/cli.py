@@ -165,6 +165,49 @@ def summary_table(manifest: dict, root: Path) -> Table:
     return table
 
 
+@app.command()
+def bench(
+    target: str = typer.Argument(..., help="Bundle folder, or a model folder / preset name (exported first)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for bench.json, bench.md and the plots."),
+    prompt_lens: str = typer.Option("64,256,1024", help="Comma-separated prefill lengths."),
+    decode_tokens: int = typer.Option(128, help="Greedy tokens per decode run."),
+    repeats: int = typer.Option(5, help="Timed runs per measurement (median, min, max)."),
+    warmup: int = typer.Option(1, help="Untimed runs before timing."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for every runtime (default: all usable)."),
+    backend: Optional[str] = typer.Option(None, help="Comma-separated backends to bench (default: all)."),
+    adapter: Optional[str] = typer.Option(None, help="Comma-separated adapters to bench (default: all)."),
+    adapter_mode: str = typer.Option("external,fused", help="Modes to export when TARGET is a model."),
+    quant: str = typer.Option("none,int8,int4", help="Quants to export when TARGET is a model."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+) -> None:
+    """Time every artifact against PyTorch eager: TTFT, prefill and decode speed, switching, RSS, disk."""
+    from .bench import run_bench
+    from .bench_report import table
+
+    def csv(text: Optional[str]) -> Optional[list[str]]:
+        return [p.strip() for p in text.split(",") if p.strip()] if text else None
+
+    try:
+        lens = tuple(int(n) for n in csv(prompt_lens) or [])
+    except ValueError:
+        _fail(MemloraError(f"bad --prompt-lens {prompt_lens!r}", fix="write e.g. --prompt-lens 64,256,1024"))
+    try:
+        result = run_bench(target, out, prompt_lens=lens, decode_tokens=decode_tokens, repeats=repeats,
+                           warmup=warmup, threads=threads, backends=csv(backend), adapters=csv(adapter),
+                           adapter_modes=csv(adapter_mode), quants=csv(quant), plots=not no_plots,
+                           log=lambda msg: console.print(f"[dim]{msg}[/dim]", highlight=False))
+    except MemloraError as e:
+        _fail(e)
+    cols, cells = table(result.doc)
+    grid = Table(*cols, title=f"memlora bench ({result.doc['machine']['cpu']}, {result.doc['settings']['threads']} threads)")
+    for row in cells:
+        grid.add_row(*row)
+    Console().print(grid)
+    for runner, why in result.summary["not_measured"].items():
+        console.print(f"[yellow]not measured[/yellow] {runner}: {why}", highlight=False)
+    typer.echo(f"wrote {result.json_path}, {result.md_path}" + "".join(f", {p}" for p in result.plots))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
