@@ -10,9 +10,11 @@ adapters of any rank still load.
 """
 from __future__ import annotations
 
-import os
+import contextlib
+import io
 import tempfile
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -93,9 +95,10 @@ def _export_graph(task: DecoderTask, spec: ExportSpec, modules: list[str]):
     output_names = ["logits"] + kv_names(L, "present")
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         try:
-            program = torch.onnx.export(
-                wrapper, args, dynamic_shapes=dyn, dynamo=True, opset_version=spec.opset,
-                input_names=input_names, output_names=output_names, verbose=False, optimize=True)
+            with _exporter_quiet():
+                program = torch.onnx.export(
+                    wrapper, args, dynamic_shapes=dyn, dynamo=True, opset_version=spec.opset,
+                    input_names=input_names, output_names=output_names, verbose=False, optimize=True)
         except Exception as e:  # the exporter raises many types; name the family and the first line
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise ExportFailure(f"ONNX export of family {task.info.family.model_type} failed: {first}",
@@ -113,6 +116,19 @@ def _export_graph(task: DecoderTask, spec: ExportSpec, modules: list[str]):
     if spec.quant is not Quant.NONE:
         model = _quantize(model, spec)
     return model
+
+
+@contextlib.contextmanager
+def _exporter_quiet():
+    """The dynamo exporter prints its steps and warns once per rank symbol; memlora shows its own
+    progress, and a failure still raises with the exporter's message."""
+    import logging
+
+    # "torchvision is not installed. Skipping torchvision::roi_align": true, and irrelevant here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _quantize(model, spec: ExportSpec):
