@@ -57,7 +57,7 @@ def export(
         manifest = run_export(opts, show_progress=not quiet)
     except MemloraError as e:
         _fail(e)
-    Console().print(summary_table(manifest, out))
+    _wide().print(summary_table(manifest, out))
     failed = [a for a in manifest["artifacts"] if a.get("parity") and not a["parity"]["passed"]]
     if failed:
         console.print(f"[red]parity failed[/red] for {', '.join(_key(a) for a in failed)}; "
@@ -79,7 +79,7 @@ def parity(bundle: Path = typer.Argument(..., help="Bundle folder written by mem
     if json_out:
         typer.echo(json.dumps(report, indent=2))
     else:
-        Console().print(summary_table(report, bundle))
+        _wide().print(summary_table(report, bundle))
         for f in report["file_failures"]:
             console.print(f"[red]file:[/red] {f}")
     if not report["passed"]:
@@ -135,6 +135,12 @@ def _enum_list(enum, text: str, flag: str):
     if not out:
         raise MemloraError(f"empty --{flag}", fix=f"use {', '.join(e.value for e in enum)}")
     return out
+
+
+def _wide() -> Console:
+    """Tables stay readable in pipes and CI logs, where rich would assume 80 columns."""
+    width = Console().width
+    return Console(width=max(width, 120))
 
 
 def _key(a: dict) -> str:
