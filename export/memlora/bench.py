@@ -65,7 +65,7 @@ def runnable(backend: str) -> str | None:
 def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[int] = (64, 256, 1024),
               decode_tokens: int = 128, repeats: int = 5, warmup: int = 1, threads: int | None = None,
               backends: Sequence[str] | None = None, adapters: Sequence[str] | None = None,
-              adapter_modes: Sequence[str] = ("external", "fused"), quants: Sequence[str] = ("none", "int8", "int4"),
+              adapter_modes: Sequence[str] | None = None, quants: Sequence[str] | None = None,
               switch_repeats: int = 5, resident: bool = True, bandwidth_mb: int = 512, export_parity: bool = False,
               plots: bool = True, timeout_s: float = 3600, log: Callable[[str], None] | None = None) -> BenchResult:
     """Benchmark a bundle folder, or a model folder / preset name (exported first to a temp bundle).
@@ -79,8 +79,10 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
         threads: CPU threads for every runtime (default: all usable CPUs, set explicitly for all).
         backends: only these backends' artifacts (default: every artifact in the bundle; for a
             model target, every backend that can run here).
-        adapters: only these adapters (default: all); the first two are used for a-b-a switching.
-        adapter_modes, quants: what to export when ``target`` is not a bundle.
+        adapters: only these adapters are timed (default: all); a-b-a switching uses the first two
+            of them, or of the bundle's adapters when fewer are timed.
+        adapter_modes, quants: only these artifacts; for a model target, what to export
+            (default external + fused x none, int8, int4).
         resident: also time peak RSS with every fused model resident at once.
         export_parity: check parity when exporting a model target.
         log: called with one line per step.
@@ -97,11 +99,14 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
     with tempfile.TemporaryDirectory(prefix="memlora-bench-") as work:
         bundle = Path(target)
         if not (bundle / MANIFEST).is_file():
-            bundle = _export(str(target), Path(work) / "bundle", backends, adapter_modes, quants, export_parity, say)
+            bundle = _export(str(target), Path(work) / "bundle", backends, adapter_modes or ("external", "fused"),
+                             quants or ("none", "int8", "int4"), export_parity, say)
         manifest = read_manifest(bundle)
         settings = dict(target=str(target), bundle=str(bundle), prompt_lens=list(prompt_lens),
                         decode_tokens=decode_tokens, repeats=repeats, warmup=warmup, threads=threads,
-                        switch_repeats=switch_repeats, backends=list(backends) if backends else None)
+                        switch_repeats=switch_repeats, backends=list(backends) if backends else None,
+                        adapter_modes=list(adapter_modes) if adapter_modes else None,
+                        quants=list(quants) if quants else None)
         say(f"memory bandwidth ({bandwidth_mb} MiB copy)")
         doc = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": bench_env.machine(), "versions": bench_env.versions(), "settings": settings,
@@ -112,11 +117,12 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
         if unknown:
             raise MemloraError(f"unknown adapter or backend {', '.join(unknown)}", bundle,
                                f"adapters here: {', '.join(have)}; backends: {', '.join(BACKENDS)}")
-        base_job = dict(adapters=names, decode_tokens=decode_tokens, repeats=repeats, warmup=warmup,
+        base_job = dict(adapters=names, switch_pair=(names if len(names) > 1 else have)[:2], decode_tokens=decode_tokens, repeats=repeats, warmup=warmup,
                         switch_repeats=switch_repeats, threads=threads, seed=0,
                         vocab_size=manifest["model"]["vocab_size"])
         plans = [_plan(a, prompt_lens, decode_tokens) for a in manifest["artifacts"]
-                 if not backends or a["backend"] in backends]
+                 if all(not want or a[k] in want for k, want in
+                        (("backend", backends), ("adapter_mode", adapter_modes), ("quant", quants)))]
         results = []
         for art, plan in plans:
             reason = runnable(art["backend"])
@@ -126,7 +132,7 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
             say(f"bench {art['backend']}/{art['adapter_mode']}/{art['quant']}")
             job = dict(base_job, **plan, kind="artifact", root=str(bundle), artifact=art)
             results.append(dict(artifact=art, plan=plan, run=_spawn(job, timeout_s)))
-            if resident and art["adapter_mode"] == "fused" and len(names) > 1:
+            if resident and art["adapter_mode"] == "fused" and len(art["adapters"]) > 1:
                 results[-1]["resident"] = _spawn(dict(job, kind="resident"), timeout_s)
         say("bench pytorch eager (reference)")
         ref = _reference_job(manifest, Path(work), base_job, plans, prompt_lens)

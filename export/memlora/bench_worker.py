@@ -8,7 +8,7 @@ reports itself (see ``peak_rss_kb``). Anything a library prints goes to stderr.
 Job fields: ``kind`` ("artifact" | "pytorch" | "resident"), ``root`` and ``artifact`` (artifact
 and resident), ``model_dir``/``adapter_dirs``/``attn_implementation`` (pytorch), ``adapters``,
 ``prompt_lens``, ``decode_prompt_len``, ``decode_tokens``, ``repeats``, ``warmup``,
-``switch_repeats``, ``threads``, ``vocab_size``, ``seed``.
+``switch_repeats``, ``switch_pair`` (the a and b of a-b-a), ``threads``, ``vocab_size``, ``seed``.
 """
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def run_job(job: dict) -> dict:
     result: dict = {}
     if job["kind"] == "resident":  # every adapter's model resident at once (fused, no reloads)
         runners = []
-        for name in job["adapters"]:
+        for name in job["artifact"]["adapters"]:
             runner, _, _, _ = _open(dict(job, kind="artifact"))
             runner.set_adapter(name)
             runner.prefill(_prompt(job, job["decode_prompt_len"]))
@@ -165,8 +165,9 @@ def run_job(job: dict) -> dict:
             t0 = time.perf_counter()
             runner.set_adapter(name)
             result["adapters"][name] = dict(_time_adapter(runner, job), set_adapter_s=time.perf_counter() - t0)
-        if len(job["adapters"]) >= 2 and job["switch_repeats"] > 0:
-            result["switch"] = _time_switch(runner, job["adapters"][0], job["adapters"][1], job)
+        pair = job.get("switch_pair") or job["adapters"][:2]
+        if len(pair) == 2 and job["switch_repeats"] > 0:
+            result["switch"] = _time_switch(runner, pair[0], pair[1], job)
         runner.close()
     result.update(peak_rss_kb=peak_rss_kb(), rss_runtime_kb=job.get("rss_runtime_kb"))
     return result

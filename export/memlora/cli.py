@@ -182,8 +182,8 @@ def bench(
     threads: Optional[int] = typer.Option(None, help="CPU threads for every runtime (default: all usable)."),
     backend: Optional[str] = typer.Option(None, help="Comma-separated backends to bench (default: all)."),
     adapter: Optional[str] = typer.Option(None, help="Comma-separated adapters to bench (default: all)."),
-    adapter_mode: str = typer.Option("external,fused", help="Modes to export when TARGET is a model."),
-    quant: str = typer.Option("none,int8,int4", help="Quants to export when TARGET is a model."),
+    adapter_mode: Optional[str] = typer.Option(None, help="Only these modes (a model TARGET: external,fused)."),
+    quant: Optional[str] = typer.Option(None, help="Only these quants (a model TARGET: none,int8,int4)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
 ) -> None:
     """Time every artifact against PyTorch eager: TTFT, prefill and decode speed, switching, RSS, disk."""

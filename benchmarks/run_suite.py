@@ -1,0 +1,118 @@
+"""The standard benchmark matrix: the default tiny preset (fast), then real-size shapes.
+
+    python benchmarks/run_suite.py                      # tiny-qwen2 only, about a minute
+    python benchmarks/run_suite.py --real               # + qwen2.5-0.5b-shape (+ llama3.2-1b-shape)
+    python benchmarks/run_suite.py --real --presets qwen2.5-0.5b-shape --out /tmp/suite
+
+Each preset is exported once (ONNX, plus ExecuTorch where it runs here; external and fused;
+none, int8, int4) into ``--work`` (default /tmp, never the repo: artifacts are not committed),
+then ``memlora.bench.run_bench`` writes bench.json, bench.md and the PNGs to ``--out/<preset>``.
+A preset that will not fit in this machine's free memory is skipped with the reason written to
+``suite.json``. Real-size shapes are published configs with random weights: speed and memory
+do not depend on the weight values.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
+
+from memlora.bench import run_bench, runnable  # noqa: E402
+from memlora.config import AdapterMode, BackendName, Quant  # noqa: E402
+from memlora.export import ExportOptions, run_export  # noqa: E402
+from memlora.presets import get_preset  # noqa: E402
+
+TINY = "tiny-qwen2"
+REAL = ("qwen2.5-0.5b-shape", "llama3.2-1b-shape", "gemma2-2b-shape")
+# Settings per kind: real sizes time one adapter (switching still uses two) to fit the budget.
+SETTINGS = {
+    "tiny": dict(prompt_lens=(64, 256, 1024), decode_tokens=128, repeats=5, warmup=1, adapters=None),
+    "real": dict(prompt_lens=(64, 256, 1024), decode_tokens=128, repeats=3, warmup=1, adapters=("extract",)),
+}
+# Peak memory of an fp32 export relative to the fp32 weights (torch model + exporter copy +
+# serialized graph + quantizer copy), measured roughly on qwen2.5-0.5b-shape here.
+EXPORT_MEMORY_FACTOR = 4.0
+
+
+def param_count(preset: str) -> int:
+    """Parameters of a preset's config, without building the model (tied embeddings counted once)."""
+    c = get_preset(preset).config
+    h, i, layers, v = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
+    hd = c.get("head_dim") or h // c["num_attention_heads"]
+    attn = h * hd * (c["num_attention_heads"] * 2 + c["num_key_value_heads"] * 2)
+    embed = v * h * (1 if c.get("tie_word_embeddings", True) else 2)
+    return layers * (attn + 3 * h * i) + embed
+
+
+def free_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            return int(next(line for line in f if line.startswith("MemAvailable")).split()[1]) * 1024
+    except (OSError, StopIteration):
+        return None
+
+
+def fits(preset: str) -> str | None:
+    """None if exporting the preset should fit in free memory, else why it is skipped."""
+    need = param_count(preset) * 4 * EXPORT_MEMORY_FACTOR
+    free = free_memory()
+    if free is not None and need > free:
+        return (f"needs about {need / 2**30:.0f} GiB to export ({param_count(preset) / 1e9:.2f}B params fp32 x "
+                f"{EXPORT_MEMORY_FACTOR:g}), {free / 2**30:.0f} GiB free")
+    return None
+
+
+def run_preset(preset: str, out: Path, work: Path, backends: list[str], reuse: bool, log) -> dict:
+    kind = "real" if get_preset(preset).real_size else "tiny"
+    bundle = work / f"bundle-{preset}"
+    t0 = time.perf_counter()
+    if not (reuse and (bundle / "manifest.json").is_file()):
+        log(f"export {preset} ({', '.join(backends)})")
+        run_export(ExportOptions(out=bundle, model=preset, backends=[BackendName(b) for b in backends],
+                                 adapter_modes=[AdapterMode.EXTERNAL, AdapterMode.FUSED],
+                                 quants=[Quant.NONE, Quant.INT8, Quant.INT4], check_parity=(kind == "tiny"),
+                                 force=True), show_progress=False)
+    export_s = time.perf_counter() - t0
+    result = run_bench(bundle, out / preset, log=log, **SETTINGS[kind])
+    return dict(preset=preset, status="ok", export_s=export_s, bench_s=time.perf_counter() - t0 - export_s,
+                summary=result.summary, files=[str(p) for p in (result.json_path, result.md_path, *result.plots)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/memlora-suite"), help="results folder")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/memlora-suite-bundles"), help="bundles (not in the repo)")
+    ap.add_argument("--real", action="store_true", help="also the real-size shapes")
+    ap.add_argument("--presets", help="comma-separated presets instead of the standard list")
+    ap.add_argument("--backends", help="comma-separated (default: every backend that runs here)")
+    ap.add_argument("--reuse", action="store_true", help="reuse bundles already in --work")
+    args = ap.parse_args(argv)
+    presets = args.presets.split(",") if args.presets else [TINY, *(REAL if args.real else ())]
+    backends = args.backends.split(",") if args.backends else [b for b in ("onnx", "executorch") if runnable(b) is None]
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    report = []
+    for preset in presets:
+        reason = fits(preset)
+        if reason:
+            log(f"skip {preset}: {reason}")
+            report.append(dict(preset=preset, status="skipped", reason=reason))
+        else:
+            try:
+                report.append(run_preset(preset, args.out, args.work, backends, args.reuse, log))
+            except Exception as e:  # one preset failing must not lose the others' results
+                log(f"{preset} failed: {type(e).__name__}: {e}")
+                report.append(dict(preset=preset, status="error", reason=f"{type(e).__name__}: {e}"))
+        (args.out / "suite.json").write_text(json.dumps(report, indent=1))
+    return 0 if all(r["status"] != "error" for r in report) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
