@@ -59,14 +59,14 @@ def locomo_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def loop_bundle(tmp_path_factory) -> tuple[Path, dict]:
-    """The default preset (tiny-qwen2), ONNX external + fused fp32, with the tiny embedder."""
+    """The default preset (tiny-qwen2), ONNX external fp32, with the tiny embedder.
+
+    (The conftest's ``onnx_fp32_bundle``, external + fused, serves the conformance tests.)"""
     if "bundle" not in _CACHE:
-        from memlora.config import AdapterMode
         from memlora.export import ExportOptions, run_export
 
         out = tmp_path_factory.mktemp("loop-bundle") / "bundle"
-        manifest = run_export(ExportOptions(out=out, adapter_modes=[AdapterMode.EXTERNAL, AdapterMode.FUSED],
-                                            embedder="tiny"), show_progress=False)
+        manifest = run_export(ExportOptions(out=out, embedder="tiny"), show_progress=False)
         _CACHE["bundle"] = (out, manifest)
     return _CACHE["bundle"]
 

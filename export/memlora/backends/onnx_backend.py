@@ -270,7 +270,7 @@ def export_encoder(task, out_dir: Path, opset: int = 18) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     batch, seq = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=task.max_length)
     dyn = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
-    with torch.no_grad():
+    with torch.no_grad(), _exporter_quiet():
         try:
             program = torch.onnx.export(task.module, task.example_inputs(), dynamic_shapes=dyn, dynamo=True,
                                         opset_version=opset, input_names=["input_ids", "attention_mask"],

@@ -91,6 +91,8 @@ def _qa(raw: dict[str, Any]) -> QA:
 
 def parse_conversation(raw: dict[str, Any], sample_id: str | None = None) -> Conversation:
     """Build a :class:`Conversation` from one flat or nested LoCoMo object."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"LoCoMo conversation must be a JSON object, got {type(raw).__name__}")
     conv = raw.get("conversation", raw)
     sid = raw.get("sample_id", sample_id)
     if sid is None:
