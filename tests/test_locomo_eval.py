@@ -76,3 +76,25 @@ def test_bad_options(loop_bundle, locomo_file):
         run_locomo(loop_bundle[0], locomo_file, compare="tflite")
     with pytest.raises(MemloraError, match="--questions must be >= 1"):
         run_locomo(loop_bundle[0], locomo_file, questions=0)
+
+
+def test_executorch_matches_pytorch_task_level(tmp_path_factory, locomo_file):
+    """ExecuTorch through get_backend("executorch"): a static KV cache of 256 truncates the long
+    prompts from the left; the reference run takes the same limit, so outputs must still match."""
+    pytest.importorskip("executorch")
+    from memlora.backends import get_backend
+
+    reason = get_backend("executorch").available()
+    if reason:
+        pytest.skip(reason)
+    from memlora.config import BackendName
+    from memlora.export import ExportOptions, run_export
+
+    out = tmp_path_factory.mktemp("et-loop") / "bundle"
+    run_export(ExportOptions(out=out, backends=[BackendName.EXECUTORCH], max_seq_len=256, parity_tokens=8),
+               show_progress=False)
+    report = run_locomo(out, locomo_file, "executorch", compare="pytorch", max_new_tokens=8, max_turns=1,
+                        questions=2)
+    assert report["results"]["executorch"]["max_seq_len"] == report["results"]["pytorch"]["max_seq_len"] == 256
+    assert report["parity"]["all_identical"], report["parity"]
+    assert report["parity"]["answer"]["total"] == 2

@@ -315,7 +315,7 @@ def locomo(
     except MemloraError as e:
         _fail(e)
     for table in locomo_tables(report):
-        Console().print(table)
+        _wide().print(table)
     if out is not None:
         out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
         typer.echo(f"wrote {out}")

@@ -83,8 +83,11 @@ def _date(session) -> str:
 
 
 def run_backend(bundle: Path, conversations: Sequence, backend: str, s: LocomoSettings,
-                db: str | None) -> tuple[dict, RunRecord]:
-    """Ingest and answer ``conversations`` on one backend; return (summary, raw record)."""
+                db: str | None, max_seq_len: int | None = None) -> tuple[dict, RunRecord]:
+    """Ingest and answer ``conversations`` on one backend; return (summary, raw record).
+
+    ``max_seq_len`` overrides the runner's context limit: the reference run takes the compared
+    backend's (a static KV cache truncates long prompts; the reference must truncate alike)."""
     from .memory import GenerationSettings, LoopSettings, MemoryStore, Op
     from .memory.metrics import score
     from .runtime import ingest, open_bundle
@@ -94,6 +97,8 @@ def run_backend(bundle: Path, conversations: Sequence, backend: str, s: LocomoSe
 
         torch.set_num_threads(s.threads)
     session = open_bundle(bundle, backend, threads=s.threads)
+    if max_seq_len is not None:
+        session.runner.max_seq_len = max_seq_len
     gen = GenerationSettings(max_new_tokens=s.max_new_tokens, eos_ids=session.eos_ids)
     settings = LoopSettings(extract=gen, update=gen, answer=gen, update_top_k=s.update_top_k,
                             answer_top_k=s.answer_top_k)
@@ -132,7 +137,8 @@ def run_backend(bundle: Path, conversations: Sequence, backend: str, s: LocomoSe
         history = len(store.history())
         store.close()
         store_bytes = sum(p.stat().st_size for p in db_path.parent.glob(db_path.name + "*"))
-        summary = {"backend": backend, "artifact": session.describe(), "turns": turns, "questions": questions,
+        summary = {"backend": backend, "artifact": session.describe(), "max_seq_len": session.runner.max_seq_len,
+                   "turns": turns, "questions": questions,
                    **_metrics(rec.scores), "ops": _ops(loop.stats_dict()), "memories": memories,
                    "history_events": history, "store_bytes": store_bytes, "wall_s": round(wall, 2),
                    "examples": rec.examples}
@@ -213,7 +219,7 @@ def run_locomo(bundle: str | Path, data_path: str | Path, backend: str = "onnx",
     summary, rec = run_backend(Path(bundle), convs, backend, s, db)
     report["results"][backend] = summary
     if compare:
-        ref_summary, ref = run_backend(Path(bundle), convs, "pytorch", s, None)
+        ref_summary, ref = run_backend(Path(bundle), convs, "pytorch", s, None, summary["max_seq_len"])
         report["results"]["pytorch"] = ref_summary
         report["parity"] = task_parity(rec, ref)
     return report
