@@ -176,7 +176,7 @@ def export(task: DecoderTask, spec: ExportSpec, out_dir: Path) -> Artifact:
             if blob is None:
                 raise ExportFailure(f"ExecuTorch external export of {task.info.family.model_type} wrote no "
                                     "foundation .ptd", fix="report this model; use --adapter-mode fused")
-            sha = hashlib.sha256(blob).hexdigest()
+            sha = info["foundation_sha256"] = hashlib.sha256(blob).hexdigest()
             if foundation_sha is None:
                 foundation_sha = sha
                 files[FOUNDATION] = str(sub / f"{FOUNDATION}.ptd")
@@ -246,7 +246,7 @@ def _lower(task: DecoderTask, spec: ExportSpec, adapter=None):
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
-    from ..tasks.static_decoder import delegable_norms, dynamic_shapes, example_inputs, static_decoder
+    from ..tasks.static_decoder import delegable_activations, delegable_norms, dynamic_shapes, example_inputs, static_decoder
 
     external = adapter is not None
     info: dict = {}
@@ -257,6 +257,7 @@ def _lower(task: DecoderTask, spec: ExportSpec, adapter=None):
             raise _fail(task, "wrapping", e) from None
         info["attention"] = wrapper.attention_summary
         info["norms_as_linear"] = delegable_norms(wrapper)
+        info["gelu_tanh_explicit"] = delegable_activations(wrapper)
         if external:
             _bake_adapter(wrapper.model, adapter)
         if spec.quant is not Quant.NONE:
