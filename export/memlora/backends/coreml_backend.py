@@ -174,7 +174,8 @@ def convert_decoder(task: DecoderTask, spec: ExportSpec, adapter=None, target: s
     inputs = [ct.TensorType("input_ids", shape=(1, ct.RangeDim(1, n)), dtype=np.int32),
               ct.TensorType("position_ids", shape=(1, ct.RangeDim(1, n)), dtype=np.int32),
               ct.TensorType("causal_mask", shape=(1, 1, ct.RangeDim(1, n), ct.RangeDim(1, n)), dtype=np.float32)]
-    precision = ct.precision.FLOAT16 if spec.precision is Precision.FP16 else ct.precision.FLOAT32
+    precision = (ct.transform.FP16ComputePrecision(op_selector=_fp16_op) if spec.precision is Precision.FP16
+                 else ct.precision.FLOAT32)
     try:
         with _quiet_coremltools():
             model = ct.convert(program, inputs=inputs, outputs=[ct.TensorType("logits", dtype=np.float32)],
@@ -186,6 +187,21 @@ def convert_decoder(task: DecoderTask, spec: ExportSpec, adapter=None, target: s
         model = compress(model, spec)
     ops = dict(Counter(op.op_type for op in model._mil_program.functions["main"].operations).most_common())
     return model, ops
+
+
+_NORM_STATS = {"pow", "reduce_mean", "rsqrt", "sqrt", "reduce_sum_square"}
+
+
+def _fp16_op(op) -> bool:
+    """fp16 everywhere except the norms' statistics: ``mean(x**2)`` overflows fp16 once a residual
+    stream passes 256, which real LMs' outlier channels do. ``x**2``, the mean, ``+ eps`` and the
+    rsqrt stay fp32 (four small ops a layer); the normalised product is fp16 again."""
+    if op.op_type in _NORM_STATS:
+        return False
+    if op.op_type == "add":  # the "+ eps" between the mean and the rsqrt
+        return not any(getattr(v, "op", None) is not None and v.op.op_type == "reduce_mean"
+                       for v in op.inputs.values() if not isinstance(v, (list, tuple)))
+    return True
 
 
 def _failure(task: DecoderTask, stage: str, e: Exception) -> ExportFailure:
@@ -237,7 +253,8 @@ def _save_multifunction(singles: dict[str, Path], functions: dict[str, str], out
     for name, path in singles.items():
         desc.add_function(str(path), src_function_name="main", target_function_name=functions[name])
     desc.default_function_name = default
-    ct.utils.save_multifunction(desc, str(out))
+    with _quiet_coremltools():
+        ct.utils.save_multifunction(desc, str(out))
 
 
 def package_bytes(path: Path) -> int:

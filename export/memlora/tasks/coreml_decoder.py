@@ -91,9 +91,9 @@ class CoreMLDecoder(nn.Module):
         cache = _SliceCache(*(getattr(self, n) for n in self.state_names))
         cache.end = causal_mask.shape[-1]
         cache.begin = cache.end - input_ids.shape[-1]
-        # A mapping: transformers then uses the mask as given and never builds its own.
-        masks = {"full_attention": causal_mask, "sliding_attention": causal_mask}
-        out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=masks,
+        # A 4D mask is taken as given (transformers returns it before building its own), for
+        # full and sliding layers alike; the constructor refused windows shorter than the cache.
+        out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=causal_mask,
                          past_key_values=cache, use_cache=True)
         return out.logits
 
