@@ -91,7 +91,7 @@ def test_markdown_and_plots_written(smoke):
     md = smoke.md_path.read_text()
     assert "| runner | adapter | load s | TTFT ms @8 | TTFT ms @16 |" in md
     assert "onnx/external/none | extract" in md and "## Goals" in md and "GB/s" in md
-    assert sorted(p.name for p in smoke.plots) == ["decode_tps.png", "peak_rss.png"]
+    assert sorted(p.name for p in smoke.plots) == ["decode_tps.png", "peak_rss.png", "ttft.png"]
     for p in smoke.plots:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
 

@@ -47,6 +47,9 @@ class BenchResult:
 
 def runnable(backend: str) -> str | None:
     """None if this backend's artifacts can be loaded and timed here, else the reason."""
+    platform_name, why = _RUN_PLATFORMS.get(backend, (sys.platform, ""))
+    if sys.platform != platform_name:  # an emulator's speed (Core ML's MIL-in-NumPy) is no figure
+        return why
     try:
         module = get_backend(backend)
     except MemloraError as e:
@@ -54,9 +57,6 @@ def runnable(backend: str) -> str | None:
     reason = module.available()
     if reason:
         return reason
-    platform_name, why = _RUN_PLATFORMS.get(backend, (sys.platform, ""))
-    if sys.platform != platform_name:  # an emulator's speed (Core ML's MIL-in-NumPy) is no figure
-        return why
     if callable(getattr(module, "runnable", None)):  # a backend may tell export-only apart itself
         return module.runnable()
     return None

@@ -34,18 +34,30 @@ def header(doc: dict) -> list[str]:
         "median (min-max); every runner in its own process. "
         f"Memory bandwidth {bw['gbps']:.1f} GB/s ({bw['method']}).", "",
         "`x eager`: speedup against PyTorch eager + PEFT (fp32) on the same weights and adapter. "
-        "`% roof`: decode tok/s over bandwidth / weight bytes per token.", ""]
+        "`% roof`: decode tok/s over bandwidth / weight bytes per token. `model RSS`: peak RSS minus "
+        "the process after importing its runtime.", ""]
 
 
-def table(doc: dict) -> tuple[list[str], list[list[str]]]:
-    """The main table, one row per runner and adapter: (column names, cells)."""
+def table(doc: dict, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The main table, one row per runner and adapter: (column names, cells). ``compact`` keeps
+    the columns that fit a terminal (the full table is in bench.md)."""
+    cols, cells = _table(doc)
+    if not compact:
+        return cols, cells
+    lens = doc["settings"]["prompt_lens"]
+    keep = [cols.index(c) for c in ("runner", "adapter", f"TTFT ms @{lens[-1]}", "decode tok/s", "x eager",
+                                    "% roof", "peak RSS MiB")]
+    return [cols[i] for i in keep], [[row[i].split(" (")[0] for i in keep] for row in cells]
+
+
+def _table(doc: dict) -> tuple[list[str], list[list[str]]]:
     lens = doc["settings"]["prompt_lens"]
     index: dict = defaultdict(dict)
     for r in doc["rows"]:
         if r["status"] == "ok":
             index[(r["runner"], r["adapter"])][(r["metric"], r.get("requested_prompt_len"))] = r
     cols = ["runner", "adapter", "load s", *(f"TTFT ms @{n}" for n in lens), f"prefill tok/s @{lens[-1]}",
-            "decode tok/s", "x eager", "% roof", "peak RSS MiB", "disk MB", "parity"]
+            "decode tok/s", "x eager", "% roof", "peak RSS MiB", "model RSS MiB", "disk MB", "parity"]
     cells = []
     for (runner, adapter), got in index.items():
         dec = got.get(("decode_tps", None))
@@ -61,7 +73,8 @@ def table(doc: dict) -> tuple[list[str], list[list[str]]]:
             _fmt(pre and pre["value"], ".0f"),
             f"{dec['value']:.1f} ({dec['min']:.1f}-{dec['max']:.1f})", _fmt(dec.get("vs_pytorch"), ".2f"),
             _fmt(dec.get("roofline_fraction") and 100 * dec["roofline_fraction"], ".1f"),
-            _fmt(rss and rss["value"], ".0f"), _fmt(disk and disk["value"] / 1e6, ".2f"),
+            _fmt(rss and rss["value"], ".0f"), _fmt(rss and rss.get("model_rss_mb"), ".0f"),
+            _fmt(disk and disk["value"] / 1e6, ".2f"),
             {True: "pass", False: "FAIL", None: "-"}[dec.get("parity")]])
     return cols, cells
 
@@ -89,13 +102,16 @@ def goals(s: dict) -> list[str]:
                    f"<= {100 * o['target']:.0f}% | {'yes' if o['met'] else 'no'} |")
     for k, w in s["switch"].items():
         out.append(f"| adapter switch a-b-a, {k} | {_fmt(w.get('call_ms'), '.3f')} ms call, "
-                   f"{_fmt(w.get('effective_ms'), '.3f')} ms incl. first step | <= {w.get('target', 5):g} ms | "
-                   f"{'yes' if w.get('met') else 'no'} |")
+                   f"{_fmt(w.get('effective_ms'), '.3f')} ms incl. first step | "
+                   + ("- | - |" if w.get("target") is None else
+                      f"<= {w['target']:g} ms | {'yes' if w.get('met') else 'no'} |"))
     for k, m in s["memory"].items():
         out.append(f"| base + adapters vs one fused model, {k} | disk {m['disk_ratio_external']:.3f}x "
-                   f"(3 fused: {m['disk_ratio_fused_all']:.2f}x); peak RSS {_fmt(m['rss_ratio_external'], '.3f')}x "
-                   f"(3 fused resident: {_fmt(m['rss_ratio_fused_resident'], '.2f')}x) | <= {m['target']}x | "
-                   f"{'yes' if m['met'] else 'no'} |")
+                   f"(all fused: {m['disk_ratio_fused_all']:.2f}x); model RSS "
+                   f"{_fmt(m['model_rss_ratio_external'], '.3f')}x (all fused resident: "
+                   f"{_fmt(m['model_rss_ratio_fused_resident'], '.2f')}x); process peak "
+                   f"{_fmt(m['rss_ratio_external'], '.3f')}x ({_fmt(m['rss_external_mb'], '.0f')} vs "
+                   f"{_fmt(m['rss_fused_one_mb'], '.0f')} MiB) | <= {m['target']}x | {'yes' if m['met'] else 'no'} |")
     if s["not_measured"]:
         out += ["", "Not measured:", ""] + [f"- `{k}`: {v}" for k, v in s["not_measured"].items()]
     return out
@@ -145,8 +161,40 @@ def _bars(doc: dict, groups: dict, series: list[tuple[str, str]], ylabel: str, t
     return path
 
 
+def _ttft_lines(doc: dict, path: Path) -> Path | None:
+    """TTFT against prompt length, one line per runner (median over adapters), log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc: dict = defaultdict(lambda: defaultdict(list))
+    for r in _rows(doc, "ttft_ms"):
+        acc[r["runner"]][r["prompt_len"]].append(r["value"])
+    if not acc:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=100)
+    for runner, by_len in sorted(acc.items(), key=lambda kv: kv[0] != "pytorch/eager/none"):
+        xs = sorted(by_len)
+        style = dict(color="black", linestyle="--") if runner.startswith("pytorch") else {}
+        ax.plot(xs, [statistics.median(by_len[x]) for x in xs], marker="o", label=runner, **style)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("prompt tokens")
+    ax.set_ylabel("time to first token (ms, median)")
+    ax.set_title(f"Prefill: time to first token\n{doc['model']['source'].get('preset', doc['model']['family'])} - "
+                 f"{doc['machine']['cpu']}, {doc['settings']['threads']} threads - {doc['created'][:10]}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plots(doc: dict, out_dir: Path) -> list[Path]:
-    """decode_tps.png and peak_rss.png: per backend x quant, external vs fused, eager as a line."""
+    """decode_tps.png and peak_rss.png (per backend x quant, external vs fused, eager as a line)
+    and ttft.png (time to first token against prompt length)."""
     paths = []
     dec = _grouped(doc, "decode_tps")
     eager = [r["value"] for r in _rows(doc, "decode_tps") if r["backend"] == "pytorch"]
@@ -163,4 +211,5 @@ def plots(doc: dict, out_dir: Path) -> list[Path]:
                   ("resident", "fused (all models resident)")]
         paths.append(_bars(doc, rss, series, "peak RSS (MiB)", "Peak memory per runner process",
                            eager_rss[0] if eager_rss else None, out_dir / "peak_rss.png"))
-    return paths
+    ttft = _ttft_lines(doc, out_dir / "ttft.png")
+    return paths + ([ttft] if ttft else [])

@@ -159,12 +159,15 @@ def summarize(rows: list[dict]) -> dict:
     t = TARGETS
     overhead = {k: dict(mean=statistics.mean(r["value"] for r in rs), per_adapter={r["adapter"]: r["value"] for r in rs},
                         target=t["external_overhead"]) for k, rs in pick("decode_overhead_vs_fused").items()}
-    switch = {k: dict(call_ms=rs[0]["value"], target=t["switch_ms"]) for k, rs in pick("switch_ms").items()}
+    # The switching target is for external adapters; eager and fused (a model reload) are context.
+    switch = {k: dict(call_ms=rs[0]["value"], target=t["switch_ms"] if rs[0]["adapter_mode"] == "external" else None)
+              for k, rs in pick("switch_ms").items()}
     for k, rs in pick("switch_effective_ms").items():
         switch.setdefault(k, {})["effective_ms"] = rs[0]["value"]
-    for d, key, goal in [(overhead, "mean", "external_overhead"), *((switch, "call_ms", "switch_ms"),)]:
-        for v in d.values():
-            v["met"] = v.get(key) is not None and v[key] <= t[goal]
+    for v in overhead.values():
+        v["met"] = v["mean"] <= t["external_overhead"]
+    for v in switch.values():
+        v["met"] = None if v.get("target") is None else max(v["call_ms"], v.get("effective_ms") or 0) <= v["target"]
     memory: dict = {}
     by_runner = {m: pick(m) for m in ("disk_total_bytes", "disk_bytes", "peak_rss_mb", "resident_peak_rss_mb")}
     for runner, rs in by_runner["disk_total_bytes"].items():
@@ -177,12 +180,24 @@ def summarize(rows: list[dict]) -> dict:
                  disk_fused_all_bytes=by_runner["disk_total_bytes"][fused_runner][0]["value"], target=t["memory_ratio"])
         m["disk_ratio_external"] = m["disk_external_bytes"] / one
         m["disk_ratio_fused_all"] = m["disk_fused_all_bytes"] / one
-        ext_rss, fused_rss = med(by_runner["peak_rss_mb"].get(runner, [])), med(by_runner["peak_rss_mb"].get(fused_runner, []))
+        ext, fused = by_runner["peak_rss_mb"].get(runner, []), by_runner["peak_rss_mb"].get(fused_runner, [])
+        ext_rss, fused_rss = med(ext), med(fused)
         resident = med(by_runner["resident_peak_rss_mb"].get(fused_runner, []))
+        # Model memory: peak minus the process after importing the runtime (Python, and torch,
+        # which the ONNX backend module imports) - what an app embedding the runtime would add.
+        base = med(fused, "rss_runtime_mb")
+        ext_model, fused_model = med(ext, "model_rss_mb"), med(fused, "model_rss_mb")
+
+        def ratio(a, b):
+            return a / b if a and b else None
+
         m.update(rss_external_mb=ext_rss, rss_fused_one_mb=fused_rss, rss_fused_resident_mb=resident,
-                 rss_ratio_external=ext_rss / fused_rss if ext_rss and fused_rss else None,
-                 rss_ratio_fused_resident=resident / fused_rss if resident and fused_rss else None)
-        m["met"] = m["disk_ratio_external"] <= t["memory_ratio"] and (m["rss_ratio_external"] or 99) <= t["memory_ratio"]
+                 rss_ratio_external=ratio(ext_rss, fused_rss), rss_ratio_fused_resident=ratio(resident, fused_rss),
+                 model_rss_external_mb=ext_model, model_rss_fused_one_mb=fused_model,
+                 model_rss_ratio_external=ratio(ext_model, fused_model),
+                 model_rss_ratio_fused_resident=ratio(resident - base, fused_model) if resident and base else None)
+        judged = m["model_rss_ratio_external"] or m["rss_ratio_external"] or 99
+        m["met"] = m["disk_ratio_external"] <= t["memory_ratio"] and judged <= t["memory_ratio"]
         memory[f"{backend}/{quant}"] = m
     skipped = {r["runner"]: f"{r['status']}: {r.get('reason')}" for r in rows if r["metric"] == "run"}
     return dict(decode_vs_eager=best, external_overhead=overhead, switch=switch, memory=memory, not_measured=skipped)

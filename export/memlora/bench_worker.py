@@ -165,8 +165,8 @@ def run_job(job: dict) -> dict:
             t0 = time.perf_counter()
             runner.set_adapter(name)
             result["adapters"][name] = dict(_time_adapter(runner, job), set_adapter_s=time.perf_counter() - t0)
-        pair = job.get("switch_pair") or job["adapters"][:2]
-        if len(pair) == 2 and job["switch_repeats"] > 0:
+        pair = [a for a in job.get("switch_pair") or job["adapters"][:2] if a in runner.adapters]
+        if len(pair) == 2 and job["switch_repeats"] > 0:  # a runner without both (fused, one adapter): none
             result["switch"] = _time_switch(runner, pair[0], pair[1], job)
         runner.close()
     result.update(peak_rss_kb=peak_rss_kb(), rss_runtime_kb=job.get("rss_runtime_kb"))

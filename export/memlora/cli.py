@@ -204,14 +204,14 @@ def bench(
                            log=lambda msg: console.print(f"[dim]{msg}[/dim]", highlight=False))
     except MemloraError as e:
         _fail(e)
-    cols, cells = table(result.doc)
+    cols, cells = table(result.doc, compact=True)
     grid = Table(*cols, title=f"memlora bench ({result.doc['machine']['cpu']}, {result.doc['settings']['threads']} threads)")
     for row in cells:
         grid.add_row(*row)
     Console().print(grid)
     for runner, why in result.summary["not_measured"].items():
         console.print(f"[yellow]not measured[/yellow] {runner}: {why}", highlight=False)
-    typer.echo(f"wrote {result.json_path}, {result.md_path}" + "".join(f", {p}" for p in result.plots))
+    typer.echo(f"wrote {result.json_path}, {result.md_path} (full table)" + "".join(f", {p}" for p in result.plots))
 
 
 # --- memory loop on a bundle: chat, memories, locomo ---------------------------------------------
