@@ -23,6 +23,7 @@ import platform
 import shutil
 import tempfile
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -59,7 +60,7 @@ def numerics_kind() -> str:
 @contextlib.contextmanager
 def _quiet_coremltools():
     """coremltools draws a tqdm bar per pass pipeline and compression pass (on stderr, even under
-    ``--quiet``); swap those bars for plain iteration while converting."""
+    ``--quiet``); swap those bars for plain iteration while converting, and mute its NumPy warnings."""
     import importlib
     import logging
 
@@ -74,7 +75,11 @@ def _quiet_coremltools():
     try:
         for m, attr, _ in bars:
             setattr(m, attr, lambda iterable, *args, **kwargs: iterable)
-        yield
+        # Quantizing an all-zero row (an embedding's padding row) divides 0 by a 0 scale; the row
+        # dequantizes to zeros all the same, so the RuntimeWarnings say nothing to a user.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            yield
     finally:
         for m, attr, bar in bars:
             setattr(m, attr, bar)
@@ -107,8 +112,11 @@ def export(task: DecoderTask, spec: ExportSpec, out_dir: Path, target: str = TAR
             _save_multifunction(singles, functions, out_dir / files["model"],
                                 default=functions[next(iter(task.adapters), BASE_FUNCTION)])
             meta["functions"] = functions
+            # What sharing the base buys: the multifunction package against one package per function.
             meta["single_package_bytes"] = {n: package_bytes(p) for n, p in singles.items()}
             meta["package_bytes"] = package_bytes(out_dir / files["model"])
+            meta["single_weight_bytes"] = {n: weight_bytes(p) for n, p in singles.items()}
+            meta["weight_bytes"] = weight_bytes(out_dir / files["model"])
         else:
             from ..tasks.lora import fused
 
@@ -255,6 +263,12 @@ def _save_multifunction(singles: dict[str, Path], functions: dict[str, str], out
     desc.default_function_name = default
     with _quiet_coremltools():
         ct.utils.save_multifunction(desc, str(out))
+
+
+def weight_bytes(path: Path) -> int:
+    """Bytes of a package's weight blob(s) (the graph description is counted apart)."""
+    return sum(p.stat().st_size for p in (Path(path) / "Data" / "com.apple.CoreML" / "weights").rglob("*")
+               if p.is_file())
 
 
 def package_bytes(path: Path) -> int:

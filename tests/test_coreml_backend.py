@@ -1,0 +1,261 @@
+"""Core ML backend, checked without a Mac: convert, inspect the saved MIL graph, run it with the
+NumPy MIL evaluator (memlora.mil_eval), compare with PyTorch + PEFT through check_parity.
+
+Every export here is session-scoped and small (tiny presets, max_seq_len 64, 16 greedy tokens)
+so the whole file stays within a few minutes on two cores.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ct = pytest.importorskip("coremltools")
+
+from memlora.backends import coreml_backend as cb  # noqa: E402
+from memlora.config import ExportSpec  # noqa: E402
+from memlora.errors import MemloraError  # noqa: E402
+from memlora.parity import check_parity  # noqa: E402
+
+SEQ = 64
+TOKENS = 16
+ADAPTERS = ["extract", "update", "answer"]
+
+
+@pytest.fixture(scope="session")
+def reference(preset_dir):
+    """Factory: ``reference(preset) -> TorchRunner`` with the preset's three adapters, built once."""
+    from memlora.backends.pytorch_backend import TorchRunner
+    from memlora.families import FAMILIES
+    from memlora.presets import get_preset
+
+    cache = {}
+
+    def make(preset: str):
+        if preset not in cache:
+            model_dir, adapters = preset_dir(preset)
+            family = FAMILIES[get_preset(preset).model_type]
+            cache[preset] = TorchRunner(model_dir, adapters, family.attn_implementation)
+        return cache[preset]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def coreml_export(preset_dir, tmp_path_factory):
+    """Factory: ``coreml_export(preset, mode, quant, precision, adapters) -> (root, Artifact)``,
+    each combination exported once per session."""
+    from memlora.sources import resolve
+    from memlora.tasks.decoder import build_decoder_task
+
+    cache = {}
+
+    def make(preset: str, mode: str = "external", quant: str = "none", precision: str = "fp32",
+             adapters: tuple[str, ...] = tuple(ADAPTERS)):
+        key = (preset, mode, quant, precision, adapters)
+        if key not in cache:
+            model_dir, adapter_dirs = preset_dir(preset)
+            src = resolve(str(model_dir), {a: adapter_dirs[a] for a in adapters}, tmp_path_factory.mktemp("src"))
+            task = build_decoder_task(src.info, src.adapters)
+            root = tmp_path_factory.mktemp("coreml")
+            spec = ExportSpec("coreml", mode, quant, precision, group_size=32, max_seq_len=SEQ)
+            cache[key] = (root, cb.export(task, spec, root))
+        return cache[key]
+
+    return make
+
+
+def _prompts(preset_dir, preset: str):
+    from memlora.export import prompt_ids
+
+    model_dir, _ = preset_dir(preset)
+    return prompt_ids(Path(model_dir) / "tokenizer.json")
+
+
+def _parity(coreml_export, reference, preset_dir, preset, **kw):
+    root, art = coreml_export(preset, **kw)
+    runner = cb.load(art, root)
+    try:
+        return art, check_parity(runner, reference(preset), _prompts(preset_dir, preset), backend="coreml",
+                                 quant=art.quant, precision=art.meta["precision"], n_tokens=TOKENS)
+    finally:
+        runner.close()
+
+
+# --- external mode: one multifunction package -----------------------------------------------------
+
+def test_external_fp32_parity_every_adapter(coreml_export, reference, preset_dir):
+    """export -> save -> load the saved MIL back -> run in NumPy -> compare: fp32 within 1e-4."""
+    art, par = _parity(coreml_export, reference, preset_dir, "tiny-qwen2")
+    assert par["passed"], par
+    assert [r["adapter"] for r in par["adapters"]] == ADAPTERS
+    for row in par["adapters"]:
+        assert row["max_abs_diff"] <= 1e-4 and row["top1_agreement"] == 1.0
+        # Negative control: the reference under another adapter is far from this export.
+        assert row["negative_control"]["max_abs_diff"] >= 100 * 1e-4
+    assert art.meta["numerics"] == cb.numerics_kind() == "mil-numpy"  # Linux CI; Darwin predicts
+
+
+def test_multifunction_package_shares_the_base(coreml_export):
+    from memlora.mil_eval import load_program
+
+    root, art = coreml_export("tiny-qwen2")
+    assert set(art.files) == {"model"} and art.files["model"].endswith("external-none-fp32/memlora.mlpackage")
+    program = load_program(root / art.files["model"])
+    assert set(program.functions) == {"base", *ADAPTERS}
+    meta = art.meta
+    # Base weights are stored once: the blob grows by the LoRA weights only.
+    assert meta["weight_bytes"] < 1.15 * meta["single_weight_bytes"]["extract"]
+    assert meta["package_bytes"] < 0.5 * sum(meta["single_package_bytes"].values())
+    # The same base parameters, bit for bit, in every function; LoRA consts differ per adapter.
+    digests = {}
+    for name, fn in program.functions.items():
+        consts = {op.name: op.outputs[0].val for op in fn.operations if op.op_type == "const"}
+        digests[name] = hashlib.sha256(b"".join(np.ascontiguousarray(v).tobytes() for k, v in sorted(consts.items())
+                                                if k.startswith("p_"))).hexdigest()
+    assert len(set(digests.values())) == 1
+
+
+def test_graph_keeps_cache_in_state_and_lora_unfused(coreml_export):
+    from memlora.mil_eval import MilFunction, load_program
+
+    root, art = coreml_export("tiny-qwen2")
+    program = load_program(root / art.files["model"])
+    ops = {name: [op.op_type for op in fn.operations] for name, fn in program.functions.items()}
+    for name in ("base", *ADAPTERS):
+        assert ops[name].count("coreml_update_state") >= 2 and "read_state" in ops[name]
+    # LoRA as two extra linears per adapted module: extract targets all 7 layers' linears x 2 layers.
+    assert ops["extract"].count("linear") == ops["base"].count("linear") + 2 * 7 * 2
+    fn = MilFunction(program, "extract")
+    # fp32 export: float16 state (the only kind Core ML has) split hi/lo for fp32 checking.
+    assert set(fn.states) == {"key_cache", "value_cache", "key_cache_lo", "value_cache_lo"}
+    assert all(dtype == np.float16 for _, dtype in fn.states.values())
+
+
+def test_runner_switch_resets_and_context_limit(coreml_export):
+    root, art = coreml_export("tiny-qwen2")
+    runner = cb.load(art, root)
+    ids = [5, 17, 230, 9, 44]
+    a = runner.prefill(ids)
+    runner.set_adapter("update")
+    b = runner.prefill(ids)
+    runner.set_adapter("extract")
+    np.testing.assert_array_equal(runner.prefill(ids), a)  # the cache was dropped on switch
+    assert np.abs(a - b).max() > 0.1
+    runner.set_adapter(None)  # the bare base function
+    assert np.abs(runner.prefill(ids) - a).max() > 0.1
+    runner.reset()
+    runner.prefill(list(range(SEQ - 2)))
+    with pytest.raises(MemloraError, match="context full"):
+        runner.prefill([1, 2, 3])
+
+
+# --- every family, fp16 (the device default) -----------------------------------------------------
+
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-qwen3", "tiny-gemma2", "tiny-gemma3"])
+def test_every_family_converts_fp16(coreml_export, reference, preset_dir, preset):
+    """One fused adapter per family (one conversion each); negative control against the bare base.
+    The fifth family, tiny-qwen2, is converted at fp32 above and at fp16 in the compression tests."""
+    art, par = _parity(coreml_export, reference, preset_dir, preset, mode="fused", precision="fp16",
+                       adapters=("answer",))
+    assert par["passed"], par
+    row = par["adapters"][0]
+    assert row["top1_agreement"] >= 0.95 and row["negative_control"]["against"] == "base"
+    # Norm statistics stay fp32 inside the fp16 program.
+    assert art.meta["ops"]["rsqrt"] >= 1
+
+
+# --- compression -----------------------------------------------------------------------------------
+
+# int4 on a 64-wide random model moves logits by about as much as swapping to the bare base,
+# so its negative control is another adapter (two conversions); int8 needs only one.
+@pytest.mark.parametrize("quant,adapters", [("int8", ("extract",)), ("int4", ("extract", "update"))])
+def test_compressed_parity(coreml_export, reference, preset_dir, quant, adapters):
+    from memlora.mil_eval import load_program
+
+    art, par = _parity(coreml_export, reference, preset_dir, "tiny-qwen2", mode="fused", quant=quant,
+                       precision="fp16", adapters=adapters)
+    assert par["passed"], par
+    root, _ = coreml_export("tiny-qwen2", mode="fused", quant=quant, precision="fp16", adapters=adapters)
+    fn = load_program(root / art.files["model:extract"]).functions["main"]
+    blockwise = [op for op in fn.operations if op.op_type == "constexpr_blockwise_shift_scale"]
+    assert len(blockwise) == 15  # 14 base linears and the (tied) embedding, nothing else
+    data, scale = blockwise[0].inputs["data"], blockwise[0].inputs["scale"]
+    if quant == "int4":
+        assert data.val.min() >= -8 and data.val.max() <= 7
+        assert scale.shape[1] == data.shape[1] // 32  # block = group_size along the input axis
+    else:
+        assert scale.shape[1] == 1  # per output channel
+
+
+# --- refusals and the evaluator's own errors ------------------------------------------------------
+
+def test_ios17_target_refused():
+    with pytest.raises(MemloraError, match="iOS17 has no Core ML state"):
+        cb.check_target("iOS17")
+    with pytest.raises(MemloraError, match="unknown Core ML deployment target"):
+        cb.check_target("iOS99")
+    cb.check_target("iOS18")
+
+
+def test_unknown_op_named_clearly():
+    from coremltools.converters.mil import Builder as mb
+
+    from memlora.mil_eval import MilFunction
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(2, 4))])
+    def prog(x):
+        return mb.topk(x=mb.relu(x=x), k=2)[0]
+
+    with pytest.raises(MemloraError, match=r"not known to memlora's NumPy evaluator: topk"):
+        MilFunction(prog, "main")
+
+
+def test_evaluator_state_semantics():
+    """read_state / coreml_update_state: an accumulator, the docs' stateful example."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    from memlora.mil_eval import MilFunction
+
+    @mb.program(input_specs=[mb.TensorSpec((3,), dtype=types.fp16), mb.StateTensorSpec((3,), dtype=types.fp16)],
+                opset_version=ct.target.iOS18)
+    def prog(x, acc):
+        total = mb.add(x=mb.read_state(input=acc), y=x)
+        mb.coreml_update_state(state=acc, value=total)
+        return mb.mul(x=total, y=total)
+
+    fn = MilFunction(prog, "main")
+    state = fn.new_state()
+    (name,) = fn.outputs
+    fn.run({"x": np.array([1, 2, 3])}, state)
+    out = fn.run({"x": np.array([1, 1, 1])}, state)[name]
+    np.testing.assert_array_equal(next(iter(state.values())), [2, 3, 4])
+    np.testing.assert_array_equal(out, [4, 9, 16])
+
+
+# --- the CLI ---------------------------------------------------------------------------------------
+
+def test_cli_onnx_and_coreml_in_one_bundle(preset_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from memlora.cli import app
+
+    model_dir, adapters = preset_dir("tiny-qwen2")
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(app, [
+        "export", "--out", str(out), "--model", str(model_dir), "--adapter", f"extract={adapters['extract']}",
+        "--backend", "onnx,coreml", "--max-seq-len", str(SEQ), "--parity-tokens", "8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    by_backend = {a["backend"]: a for a in manifest["artifacts"]}
+    assert set(by_backend) == {"onnx", "coreml"}
+    assert all(a["parity"]["passed"] for a in by_backend.values())
+    coreml = by_backend["coreml"]
+    assert coreml["meta"]["numerics"] == "mil-numpy" and coreml["meta"]["functions"] == {"base": "base",
+                                                                                          "extract": "extract"}
+    assert (out / coreml["files"]["model"] / "Manifest.json").is_file()
