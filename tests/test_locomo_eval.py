@@ -78,6 +78,7 @@ def test_bad_options(loop_bundle, locomo_file):
         run_locomo(loop_bundle[0], locomo_file, questions=0)
 
 
+@pytest.mark.slow  # an ExecuTorch export (~1 min alone); the ONNX test covers the same path
 def test_executorch_matches_pytorch_task_level(tmp_path_factory, locomo_file):
     """ExecuTorch through get_backend("executorch"): a static KV cache of 256 truncates the long
     prompts from the left; the reference run takes the same limit, so outputs must still match."""

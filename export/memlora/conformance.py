@@ -190,6 +190,20 @@ def write_bundle_extras(root: Path, manifest: dict, reference=None, embedder: st
         manifest["embedder"] = add_embedder(root, embedder)
 
 
+def check_embedder_arg(name_or_path: str) -> None:
+    """Fail fast (before any model is loaded) on an ``--embedder`` that is neither a preset nor an
+    encoder folder."""
+    from .errors import MemloraError
+    from .tasks.embedder import EMBEDDER_PRESETS
+
+    path = Path(name_or_path)
+    if name_or_path in EMBEDDER_PRESETS and not path.exists():
+        return
+    if not (path / "config.json").is_file() or not (path / "tokenizer.json").is_file():
+        raise MemloraError("not an encoder folder (needs config.json and tokenizer.json)", path,
+                           f"pass --embedder {' or '.join(EMBEDDER_PRESETS)} or a BERT-like HF encoder folder")
+
+
 def add_embedder(root: Path, name_or_path: str) -> dict:
     """Export the embedder (``tiny`` or an HF encoder folder) to ``root/embedder/`` with parity."""
     from .backends.onnx_backend import export_encoder, load_encoder

@@ -12,7 +12,7 @@ from . import __version__
 from .backends import get_backend
 from .bundle import atomic_dir, write_manifest
 from .config import AdapterMode, BackendName, ExportSpec, Precision, Quant
-from .conformance import write_bundle_extras
+from .conformance import check_embedder_arg, write_bundle_extras
 from .errors import MemloraError
 from .parity import DEFAULT_PROMPTS, check_parity
 from .progress import steps
@@ -55,6 +55,8 @@ def prompt_ids(tokenizer_file: Path, prompts=DEFAULT_PROMPTS) -> list[list[int]]
 def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
     """Export, check parity, write the bundle atomically; return the manifest."""
     specs = opts.specs()  # validates enums and ranges before anything heavy
+    if opts.embedder:
+        check_embedder_arg(opts.embedder)
     for spec in specs:
         reason = get_backend(spec.backend.value).available()
         if reason:
