@@ -317,13 +317,11 @@ def _blockwise_shift_scale(a):
 def _affine_dequantize(a):
     q = a["quantized_data"].astype(np.float32)
     axis = int(a["axis"]) % q.ndim
-    shape = [1] * q.ndim
     zp, scale = a["zero_point"].astype(np.float32), a["scale"].astype(np.float32)
     if zp.ndim:
         zp = zp.reshape([-1 if i == axis else 1 for i in range(q.ndim)])
     if scale.ndim:
         scale = scale.reshape([-1 if i == axis else 1 for i in range(q.ndim)])
-    del shape
     return scale * (q - zp)
 
 

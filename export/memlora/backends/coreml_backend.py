@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import platform
-import shutil
 import tempfile
 import time
 import warnings
@@ -292,9 +291,10 @@ class _MilEngine:
         self._programs: dict[Path, object] = {}
         self._functions: dict[tuple[Path, str], object] = {}
 
-    def open(self, package: Path, function: str):
+    def open(self, package: Path, function: str | None):
         from ..mil_eval import MilFunction, load_program
 
+        function = function or "main"
         key = (package, function)
         if key not in self._functions:
             if package not in self._programs:
@@ -321,9 +321,9 @@ class _PredictEngine:
         self._units = ct.ComputeUnit.CPU_ONLY if precision == "fp32" else ct.ComputeUnit.ALL
         self._models: dict[tuple[Path, str], object] = {}
 
-    def open(self, package: Path, function: str):
+    def open(self, package: Path, function: str | None):
         key = (package, function)
-        if key not in self._models:
+        if key not in self._models:  # function None: a single-function package's only function
             self._models[key] = self._ct.models.MLModel(str(package), compute_units=self._units,
                                                         function_name=function)
         model = self._models[key]
@@ -367,7 +367,7 @@ class CoreMLRunner:
         else:
             if name is None:
                 raise MemloraError("a fused export has no bare base model", fix="pick an adapter")
-            package, function = self.root / self.artifact.files[f"model:{name}"], "main"
+            package, function = self.root / self.artifact.files[f"model:{name}"], None  # single function
         self._target = (package, function)
         self.active = name
         self.reset()

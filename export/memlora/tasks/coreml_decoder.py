@@ -8,9 +8,12 @@ The write position is read off the mask's shape (``E - T``), so one function ser
 Output: ``logits [1, T, V]``. States: ``key_cache`` and ``value_cache`` ``[L, 1, H_kv, S, D]``,
 float16 (the only state dtype Core ML takes), plus ``*_lo`` parts in fp32 exports.
 
-Why not the shared static-KV wrapper or transformers' own cache: the model's mask path
-lowers to ops Core ML lacks (``diff``, ``new_ones``, ``__and__``), and coremltools names states
-after ``named_buffers()``, so the buffers must live on the exported module.
+Why this and not transformers' own cache: the model's mask path lowers to ops Core ML lacks
+(``diff``, ``new_ones``, ``__and__``), and coremltools names states after ``named_buffers()``,
+so the buffers must live on the exported module. Why not ``static_decoder.py`` (ExecuTorch's):
+it re-implements attention and keeps its cache in the model dtype, whereas Core ML states must be
+float16 (split hi/lo here for fp32 checks); this wrapper keeps every family's own attention code
+(soft-capping, q/k norms, scaling) and only swaps the cache object and the mask.
 """
 from __future__ import annotations
 
