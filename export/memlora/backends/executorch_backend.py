@@ -16,6 +16,7 @@ a layer allows, plain math where it does not (Gemma2's logit soft-capping); see
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import traceback
 import warnings
@@ -219,22 +220,42 @@ def _data_files(program) -> dict[str, bytes]:
     return {(k if k.endswith(".ptd") else k + ".ptd"): bytes(v) for k, v in data.items()}
 
 
-def _where(exc: BaseException) -> str:
-    """The innermost model-code frame of a traceback, e.g. ``modeling_gemma2.py:142 in forward``."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    for fr in reversed(frames):
-        if "transformers/models" in fr.filename or "memlora/tasks" in fr.filename:
-            return f"{Path(fr.filename).name}:{fr.lineno} in {fr.name}"
-    return ""
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\w+)')
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def _where(chain: list[BaseException]) -> str:
+    """The innermost model-code frame, e.g. ``modeling_gemma2.py:142 in forward``: from the
+    tracebacks, or from the "from user code" frames torch.export prints into its messages."""
+    found = ""
+    for exc in reversed(chain):  # the innermost exception first
+        frames = [(f.filename, f.lineno, f.name) for f in traceback.extract_tb(exc.__traceback__)]
+        frames += [(m[0], int(m[1]), m[2]) for m in _FRAME.findall(str(exc))]
+        for filename, lineno, fn in reversed(frames):
+            if "transformers/models" in filename or "memlora/tasks" in filename:
+                return f"{Path(filename).name}:{lineno} in {fn}"
+    return found
 
 
 def _fail(task: DecoderTask, stage: str, exc: BaseException) -> ExportFailure:
-    text = str(exc).strip()
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)[:300]
-    where = _where(exc)
+    chain = _chain(exc)
+    # torch.export wraps the real error ("Unsupported: Observed exception"): report the
+    # innermost exception that did not come from torch itself, else the outer one.
+    root = next((e for e in reversed(chain) if not type(e).__module__.startswith("torch")), exc)
+    text = str(root).strip()
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:300]
+    where = _where(chain)
     return ExportFailure(
         f"ExecuTorch {stage} of family {task.info.family.model_type} failed"
-        f"{' at ' + where if where else ''}: {type(exc).__name__}: {first}",
+        f"{' at ' + where if where else ''}: {type(root).__name__}{': ' + first if first else ''}",
         task.info.path, "report this model; try --backend onnx, or --adapter-mode fused")
 
 
