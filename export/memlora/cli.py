@@ -147,19 +147,23 @@ def _key(a: dict) -> str:
     return f"{a['backend']}/{a['adapter_mode']}/{a['quant']}"
 
 
+def _bytes_of(sizes: dict[str, int], path: str) -> int:
+    """Bytes of an artifact file with its side files (``.onnx.data``), or of a folder (``.mlpackage``)."""
+    return sum(b for p, b in sizes.items() if p == path or p == path + ".data" or p.startswith(path + "/"))
+
+
 def summary_table(manifest: dict, root: Path) -> Table:
     """One row per artifact and adapter: size on disk and the parity figures."""
     sizes = {f["path"]: f["bytes"] for f in manifest.get("files", [])}
     table = Table("artifact", "adapter", "MB", "max |diff|", "top-1", "KL", "neg. control", "parity",
                   title=f"bundle {root}")
     for a in manifest["artifacts"]:
-        shared = sum(sizes.get(p, 0) + sizes.get(p + ".data", 0) for r, p in a["files"].items() if ":" not in r)
+        shared = sum(_bytes_of(sizes, p) for r, p in a["files"].items() if ":" not in r)
         parity = a.get("parity") or {}
         rows = parity.get("adapters") or [{"adapter": n, "passed": parity.get("passed")} for n in a["adapters"]]
         for row in rows:
             name = row.get("adapter")
-            own = sum(sizes.get(p, 0) + sizes.get(p + ".data", 0) for r, p in a["files"].items()
-                      if r.endswith(f":{name}"))
+            own = sum(_bytes_of(sizes, p) for r, p in a["files"].items() if r.endswith(f":{name}"))
             ok = row.get("passed")
             table.add_row(_key(a), str(name), f"{(own + shared) / 1e6:.2f}" if shared == 0 else
                           f"{own / 1e6:.2f}+{shared / 1e6:.2f}",
@@ -226,13 +230,11 @@ def chat(
     max_new_tokens: int = typer.Option(64, help="Token budget of each generation."),
 ) -> None:
     """Talk to the memory loop: each line is remembered, then answered from memory."""
-    import logging
-
-    from .chat_app import ChatOptions, run_chat
+    from .chat_app import ChatOptions, quiet_loop_logs, run_chat
     from .memory import MemoryStore
     from .runtime import open_bundle
 
-    logging.getLogger("memlora.memory").setLevel(logging.ERROR)  # parse failures are expected noise here
+    quiet_loop_logs()  # parse failures are expected noise here
     try:
         session = open_bundle(bundle, backend)
     except MemloraError as e:
@@ -303,11 +305,10 @@ def locomo(
     out: Optional[Path] = typer.Option(None, help="Write the full report as JSON here."),
 ) -> None:
     """Run the memory loop on LoCoMo: F1/BLEU-1 per category, time per operation, parity vs PyTorch."""
-    import logging
-
+    from .chat_app import quiet_loop_logs
     from .locomo_eval import run_locomo
 
-    logging.getLogger("memlora.memory").setLevel(logging.ERROR)  # counted as parse_failures instead
+    quiet_loop_logs()  # counted as parse_failures instead
     try:
         report = run_locomo(bundle, data, backend, conversations, questions, compare,
                             str(db) if db else None, tuple(skip_category), max_sessions, max_turns,

@@ -14,7 +14,7 @@ from .bundle import atomic_dir, write_manifest
 from .config import AdapterMode, BackendName, ExportSpec, Precision, Quant
 from .conformance import check_embedder_arg, write_bundle_extras
 from .errors import MemloraError
-from .parity import DEFAULT_PROMPTS, check_parity
+from .parity import DEFAULT_PROMPTS, artifact_parity
 from .progress import steps
 from .sources import resolve
 
@@ -90,13 +90,7 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
                 artifact.meta.setdefault("export_seconds", round(time.perf_counter() - t0, 2))
                 if reference is not None:
                     progress.update(job, description=f"parity {artifact.key}")
-                    runner = backend.load(artifact, tmp)
-                    try:
-                        artifact.parity = check_parity(runner, reference, ids, backend=spec.backend.value,
-                                                       quant=spec.quant.value, precision=spec.precision.value,
-                                                       n_tokens=opts.parity_tokens)
-                    finally:
-                        runner.close()
+                    artifact.parity = artifact_parity(backend, artifact, tmp, reference, ids, opts.parity_tokens)
                 manifest["artifacts"].append(artifact.to_json())
                 progress.advance(job)
             progress.update(job, description="prompts, conformance.json, embedder")

@@ -160,3 +160,21 @@ def check_parity(runner: Runner, reference: Runner, prompts: Sequence[Sequence[i
         "adapters": [dict(asdict(r), passed=r.passed) for r in results],
         "passed": all(r.passed for r in results) and bool(results),
     }
+
+
+def artifact_parity(backend, artifact, root, reference: Runner, prompts: Sequence[Sequence[int]],
+                    n_tokens: int = 32) -> dict:
+    """Load ``artifact`` with its backend module and check it against ``reference``.
+
+    The level comes from what the artifact really is (its quant, and the compute precision the
+    backend recorded), and the block says how the export's numerics were produced: by the
+    runtime itself, or (Core ML off macOS) by memlora's MIL evaluator.
+    """
+    runner = backend.load(artifact, root)
+    try:
+        block = check_parity(runner, reference, prompts, backend=artifact.backend, quant=artifact.quant,
+                             precision=artifact.meta.get("precision", "fp32"), n_tokens=n_tokens)
+    finally:
+        runner.close()
+    block["numerics"] = artifact.meta.get("numerics", f"{artifact.backend} runtime")
+    return block

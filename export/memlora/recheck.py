@@ -8,7 +8,7 @@ from .backends import get_backend
 from .backends.base import Artifact
 from .bundle import read_manifest, verify_files
 from .errors import MemloraError
-from .parity import check_parity
+from .parity import artifact_parity
 
 
 def recheck_bundle(bundle: Path, n_tokens: int | None = None) -> dict:
@@ -52,13 +52,8 @@ def _paths(artifact: Artifact) -> set[str]:
 
 def _check(backend, artifact: Artifact, bundle: Path, reference, ids, n_tokens: int) -> dict:
     try:
-        runner = backend.load(artifact, bundle)
+        return artifact_parity(backend, artifact, bundle, reference, ids, n_tokens)
     except MemloraError:
         raise
-    except Exception as e:  # a runtime refusing the file is a parity failure to report, not a crash
-        return {"passed": False, "error": f"{artifact.backend} could not load the artifact: {str(e)[:200]}"}
-    try:
-        return check_parity(runner, reference, ids, backend=artifact.backend, quant=artifact.quant,
-                            precision=artifact.meta.get("precision", "fp32"), n_tokens=n_tokens)
-    finally:
-        runner.close()
+    except Exception as e:  # a runtime refusing a file is a parity failure to report, not a crash
+        return {"passed": False, "error": f"{artifact.backend} could not run the artifact: {str(e)[:200]}"}
