@@ -7,6 +7,7 @@ of input) leaves. Input and output are plain callables, so tests drive it withou
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -87,3 +88,12 @@ def run_chat(session, store, options: ChatOptions, read: Callable[[str], str] = 
         for text in format_memories(answer.memories, options.show_memories):
             write(text)
     return handled
+
+
+def quiet_loop_logs():
+    """Silence the loop's per-call parse warnings (a CLI counts them instead); returns a function
+    that restores the level, so an in-process caller (tests) gets its logging back."""
+    logger = logging.getLogger("memlora.memory")
+    old = logger.level
+    logger.setLevel(logging.ERROR)
+    return lambda: logger.setLevel(old)

@@ -234,16 +234,17 @@ def chat(
     from .memory import MemoryStore
     from .runtime import open_bundle
 
-    quiet_loop_logs()  # parse failures are expected noise here
     try:
         session = open_bundle(bundle, backend)
     except MemloraError as e:
         _fail(e)
     store = MemoryStore(db)
+    restore_logs = quiet_loop_logs()  # parse failures are expected noise here
     try:
         run_chat(session, store, ChatOptions(user=user, raw_fallback=raw_fallback, max_new_tokens=max_new_tokens),
                  stream=lambda text: (sys.stdout.write(text), sys.stdout.flush()))
     finally:
+        restore_logs()
         store.close()
         session.close()
 
@@ -308,13 +309,15 @@ def locomo(
     from .chat_app import quiet_loop_logs
     from .locomo_eval import run_locomo
 
-    quiet_loop_logs()  # counted as parse_failures instead
+    restore_logs = quiet_loop_logs()  # counted as parse_failures instead
     try:
         report = run_locomo(bundle, data, backend, conversations, questions, compare,
                             str(db) if db else None, tuple(skip_category), max_sessions, max_turns,
                             max_new_tokens, top_k, raw_fallback, threads or None)
     except MemloraError as e:
         _fail(e)
+    finally:
+        restore_logs()
     for table in locomo_tables(report):
         _wide().print(table)
     if out is not None:
