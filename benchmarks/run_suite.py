@@ -116,9 +116,11 @@ def run_preset(preset: str, out: Path, work: Path, backends: list[str], reuse: b
     kind = "real" if get_preset(preset).real_size else "tiny"
     bundle = work / f"bundle-{preset}"
     t0 = time.perf_counter()
-    if kind == "real":
+    if reuse and (bundle / "manifest.json").is_file():
+        log(f"reuse {bundle}")
+    elif kind == "real":
         bundle = export_real(preset, work, backends, SETTINGS["real"]["adapters"], reuse, log)
-    elif not (reuse and (bundle / "manifest.json").is_file()):
+    else:
         log(f"export {preset} ({', '.join(backends)})")
         run_export(ExportOptions(out=bundle, model=preset, backends=[BackendName(b) for b in backends],
                                  adapter_modes=[AdapterMode.EXTERNAL, AdapterMode.FUSED],

@@ -153,8 +153,8 @@ def run_job(job: dict) -> dict:
         runners = []
         for name in job["artifact"]["adapters"]:
             runner, _, _, _ = _open(dict(job, kind="artifact"))
-            runner.set_adapter(name)
-            runner.prefill(_prompt(job, job["decode_prompt_len"]))
+            runner.set_adapter(name)  # the timed job's largest prefill: the same working set
+            runner.prefill(_prompt(job, max(job["prompt_lens"])))
             runners.append(runner)
         result["resident_models"] = len(runners)
     else:
