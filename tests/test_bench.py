@@ -96,6 +96,16 @@ def test_markdown_and_plots_written(smoke):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
 
 
+def test_rerender_from_json_alone(smoke, tmp_path):
+    from memlora.bench_report import rerender
+
+    copy = tmp_path / "bench.json"
+    copy.write_text(smoke.json_path.read_text())
+    written = rerender(copy)
+    assert [p.name for p in written] == ["bench.md", "decode_tps.png", "peak_rss.png", "ttft.png"]
+    assert (tmp_path / "bench.md").read_text() == smoke.md_path.read_text()
+
+
 def test_clipping_to_cache_capacity_is_recorded():
     _, plan = _plan({"max_seq_len": 128}, (64, 256, 1024), 128)
     assert plan["prompt_lens"] == [64, 127]

@@ -107,7 +107,8 @@ def goals(s: dict) -> list[str]:
                       f"<= {w['target']:g} ms | {'yes' if w.get('met') else 'no'} |"))
     for k, m in s["memory"].items():
         out.append(f"| base + adapters vs one fused model, {k} | disk {m['disk_ratio_external']:.3f}x "
-                   f"(all fused: {m['disk_ratio_fused_all']:.2f}x); model RSS "
+                   f"(all {m.get('adapters', 3)} fused: {m['disk_ratio_fused_all']:.2f}x"
+                   f"{', est.' if m.get('disk_fused_all_estimated') else ''}); model RSS "
                    f"{_fmt(m['model_rss_ratio_external'], '.3f')}x (all fused resident: "
                    f"{_fmt(m['model_rss_ratio_fused_resident'], '.2f')}x); process peak "
                    f"{_fmt(m['rss_ratio_external'], '.3f')}x ({_fmt(m['rss_external_mb'], '.0f')} vs "
@@ -213,3 +214,24 @@ def plots(doc: dict, out_dir: Path) -> list[Path]:
                            eager_rss[0] if eager_rss else None, out_dir / "peak_rss.png"))
     ttft = _ttft_lines(doc, out_dir / "ttft.png")
     return paths + ([ttft] if ttft else [])
+
+
+def rerender(json_path: Path) -> list[Path]:
+    """Recompute the summary from a bench.json's rows and rewrite bench.md and the plots beside it."""
+    import json
+
+    from .bench_rows import summarize
+
+    json_path = Path(json_path)
+    doc = json.loads(json_path.read_text())
+    doc["summary"] = summarize(doc["rows"])
+    json_path.write_text(json.dumps(doc, indent=1))
+    md = json_path.with_name("bench.md")
+    md.write_text(markdown(doc))
+    return [md, *plots(doc, json_path.parent)]
+
+
+if __name__ == "__main__":  # python -m memlora.bench_report OUT/bench.json
+    import sys
+
+    print(*rerender(Path(sys.argv[1])), sep="\n")

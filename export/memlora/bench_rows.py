@@ -179,8 +179,12 @@ def summarize(rows: list[dict]) -> dict:
         if mode != "external" or fused_runner not in by_runner["disk_total_bytes"]:
             continue
         one = statistics.mean(r["own_bytes"] for r in by_runner["disk_bytes"][fused_runner])
-        m = dict(disk_external_bytes=rs[0]["value"], disk_fused_one_bytes=one,
-                 disk_fused_all_bytes=by_runner["disk_total_bytes"][fused_runner][0]["value"], target=t["memory_ratio"])
+        n_ext, n_fused = len(by_runner["disk_bytes"][runner]), len(by_runner["disk_bytes"][fused_runner])
+        # A bundle may hold fused models for fewer adapters (real sizes: the timed one only); all
+        # of them would be one model each, so the total is scaled and marked as estimated.
+        fused_all = by_runner["disk_total_bytes"][fused_runner][0]["value"] * n_ext / n_fused
+        m = dict(disk_external_bytes=rs[0]["value"], disk_fused_one_bytes=one, disk_fused_all_bytes=fused_all,
+                 disk_fused_all_estimated=n_fused < n_ext, adapters=n_ext, target=t["memory_ratio"])
         m["disk_ratio_external"] = m["disk_external_bytes"] / one
         m["disk_ratio_fused_all"] = m["disk_fused_all_bytes"] / one
         ext, fused = by_runner["peak_rss_mb"].get(runner, []), by_runner["peak_rss_mb"].get(fused_runner, [])
