@@ -112,25 +112,24 @@ def test_pickle_weights_refused(tmp_path, preset_dir):
     assert "pickle" in out and "--allow-pickle" in out
 
 
-def test_unknown_family(tmp_path, preset_dir):
+def _broken_config(tmp_path, preset_dir, **changes):
+    """Export a copy of the default model whose config.json has ``changes``; return the error."""
     model_dir, adapters = preset_dir("tiny-qwen2")
     bad = tmp_path / "model"
     shutil.copytree(model_dir, bad)
     cfg = json.loads((bad / "config.json").read_text())
-    cfg["model_type"] = "gpt2"
+    cfg.update(changes)
     (bad / "config.json").write_text(json.dumps(cfg))
-    out = _bad(tmp_path, preset_dir, "--model", bad, "--adapter", f"x={adapters['answer']}")
+    return _bad(tmp_path, preset_dir, "--model", bad, "--adapter", f"x={adapters['answer']}")
+
+
+def test_unknown_family(tmp_path, preset_dir):
+    out = _broken_config(tmp_path, preset_dir, model_type="gpt2")
     assert "'gpt2' is not a supported family" in out and "config.json" in out
 
 
 def test_remote_code_refused(tmp_path, preset_dir):
-    model_dir, adapters = preset_dir("tiny-qwen2")
-    bad = tmp_path / "model"
-    shutil.copytree(model_dir, bad)
-    cfg = json.loads((bad / "config.json").read_text())
-    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_x.X"}
-    (bad / "config.json").write_text(json.dumps(cfg))
-    out = _bad(tmp_path, preset_dir, "--model", bad, "--adapter", f"x={adapters['answer']}")
+    out = _broken_config(tmp_path, preset_dir, auto_map={"AutoModelForCausalLM": "modeling_x.X"})
     assert "--trust-remote-code" in out
 
 
