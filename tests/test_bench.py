@@ -71,6 +71,7 @@ def test_peak_rss_comes_from_each_subprocess(smoke):
         assert r["value"] > 0 and r["rss_runtime_mb"] > 0 and r["value"] >= r["rss_runtime_mb"]
     resident = ok_rows(smoke, "resident_peak_rss_mb")
     assert [r["runner"] for r in resident] == ["onnx/fused/none"] and resident[0]["value"] > 0
+    assert 0 < resident[0]["model_rss_mb"] < resident[0]["value"]  # the runtime baseline is subtracted
 
 
 def test_external_against_fused_switch_and_disk(smoke):

@@ -136,6 +136,8 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
                 results[-1]["resident"] = _spawn(dict(job, kind="resident"), timeout_s)
         say("bench pytorch eager (reference)")
         ref = _reference_job(manifest, Path(work), base_job, plans, prompt_lens)
+        preset_file = Path(ref["model_dir"]) / "memlora_preset.json"  # written by memlora presets
+        doc["model_name"] = json.loads(preset_file.read_text())["preset"] if preset_file.is_file() else None
         reference = dict(plan=ref["plan"], run=_spawn(ref, timeout_s))
         doc["machine"]["loadavg_end"] = bench_env.machine()["loadavg"]
     doc["rows"] = bench_rows.build_rows(results, reference, manifest, doc["bandwidth"]["gbps"])

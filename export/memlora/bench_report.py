@@ -16,10 +16,15 @@ def _rows(doc: dict, metric: str) -> list[dict]:
     return [r for r in doc["rows"] if r["metric"] == metric and r["status"] == "ok" and r.get("value") is not None]
 
 
+def model_name(doc: dict) -> str:
+    """The preset name, or the model folder's name."""
+    src = doc["model"]["source"]
+    return doc.get("model_name") or src.get("preset") or Path(src.get("path", doc["model"]["family"])).name
+
+
 def header(doc: dict) -> list[str]:
     m, s, v, bw = doc["machine"], doc["settings"], doc["versions"], doc["bandwidth"]
-    src = doc["model"]["source"]
-    name = src.get("preset") or src.get("path")
+    name = model_name(doc)
     mem = f", {m['memory_bytes'] / 2**30:.0f} GiB RAM" if m.get("memory_bytes") else ""
     load = f"load average {_fmt(m['loadavg'][0], '.2f')} at start, {_fmt(m['loadavg_end'][0], '.2f')} at end" \
         if m.get("loadavg") and m.get("loadavg_end") else ""
@@ -140,6 +145,7 @@ def _bars(doc: dict, groups: dict, series: list[tuple[str, str]], ylabel: str, t
 
     fig, ax = plt.subplots(figsize=(9, 4.2), dpi=100)
     names = list(groups)
+    series = [(k, label) for k, label in series if any(k in modes for modes in groups.values())]
     width = 0.8 / max(1, len(series))
     for i, (key, label) in enumerate(series):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(names))]
@@ -152,7 +158,7 @@ def _bars(doc: dict, groups: dict, series: list[tuple[str, str]], ylabel: str, t
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel(ylabel)
     m = doc["machine"]
-    ax.set_title(f"{title}\n{doc['model']['source'].get('preset', doc['model']['family'])} - {m['cpu']}, "
+    ax.set_title(f"{title}\n{model_name(doc)} - {m['cpu']}, "
                  f"{doc['settings']['threads']} threads - {doc['created'][:10]}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.margins(y=0.15)
@@ -183,7 +189,7 @@ def _ttft_lines(doc: dict, path: Path) -> Path | None:
     ax.set_yscale("log")
     ax.set_xlabel("prompt tokens")
     ax.set_ylabel("time to first token (ms, median)")
-    ax.set_title(f"Prefill: time to first token\n{doc['model']['source'].get('preset', doc['model']['family'])} - "
+    ax.set_title(f"Prefill: time to first token\n{model_name(doc)} - "
                  f"{doc['machine']['cpu']}, {doc['settings']['threads']} threads - {doc['created'][:10]}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

@@ -150,13 +150,14 @@ def run_job(job: dict) -> dict:
     """Run one job in this process and return the result document."""
     result: dict = {}
     if job["kind"] == "resident":  # every adapter's model resident at once (fused, no reloads)
-        runners = []
+        runners, sub = [], dict(job, kind="artifact")
         for name in job["artifact"]["adapters"]:
-            runner, _, _, _ = _open(dict(job, kind="artifact"))
+            runner, _, _, _ = _open(sub)  # sub keeps the RSS measured before the first load
             runner.set_adapter(name)  # the timed job's largest prefill: the same working set
             runner.prefill(_prompt(job, max(job["prompt_lens"])))
             runners.append(runner)
         result["resident_models"] = len(runners)
+        job["rss_runtime_kb"] = sub.get("rss_runtime_kb")
     else:
         runner, load_s, weight_bytes, threads = _open(job)
         result.update(load_s=load_s, weight_bytes=weight_bytes, threads_applied=threads,
