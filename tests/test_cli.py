@@ -83,9 +83,9 @@ def _bad(tmp_path, preset_dir, *args):
     res = run("export", "--out", tmp_path / "out", "--quiet", *args)
     assert res.exit_code == 2, res.output
     assert not (tmp_path / "out").exists() and no_leftovers(tmp_path)
-    line = res.output.strip()
-    assert "\n" not in line.replace("\n", " ").strip() or len(line.splitlines()) <= 3
-    assert "Traceback" not in res.output
+    # One line, starting "error:", naming what is wrong and the fix; no traceback.
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "fix:" in lines[0], res.output
     return res.output.replace("\n", " ")
 
 
