@@ -17,15 +17,17 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from ..config import AdapterMode, ExportSpec, Quant
 from ..errors import ExportFailure, MemloraError
-from ..tasks.decoder import DecoderTask, DynamicKVDecoder, example_inputs, kv_names, lora_input_names
-from ..tasks.lora import fused, remove_lora
+from ..tasks.names import kv_names, lora_input_names
 from .base import Artifact
+
+if TYPE_CHECKING:  # the export path needs torch; the runner must not (it costs ~300 MB per process)
+    from ..tasks.decoder import DecoderTask
 
 NAME = "onnx"
 _EXTERNAL_DATA_BYTES = 1 << 30  # beyond this, weights go to a side file (protobuf stops at 2 GiB)
@@ -44,6 +46,8 @@ def available() -> str | None:
 
 def export(task: DecoderTask, spec: ExportSpec, out_dir: Path) -> Artifact:
     """Export ``task`` under ``out_dir/onnx/<mode>-<quant>/`` and describe the files."""
+    from ..tasks.lora import fused, remove_lora
+
     sub = Path("onnx") / f"{spec.adapter_mode.value}-{spec.quant.value}"
     (out_dir / sub).mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
@@ -77,6 +81,8 @@ def _export_graph(task: DecoderTask, spec: ExportSpec, modules: list[str]):
     import onnx
     import torch
     from onnx import numpy_helper
+
+    from ..tasks.decoder import DynamicKVDecoder, example_inputs
 
     wrapper = DynamicKVDecoder(task.model, modules).eval()
     ids, pos, past, lora = example_inputs(task)

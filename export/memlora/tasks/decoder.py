@@ -9,6 +9,7 @@ from torch import nn
 from ..adapters import LoraAdapter
 from ..model_io import ModelInfo
 from .lora import LoraLinear, inject_lora
+from .names import kv_names, lora_input_names  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -49,17 +50,6 @@ def build_decoder_task(info: ModelInfo, adapters: dict[str, LoraAdapter]) -> Dec
     from ..model_io import load_model
 
     return DecoderTask(load_model(info), info, adapters)
-
-
-def kv_names(num_layers: int, prefix: str) -> list[str]:
-    """``past.0.key, past.0.value, ...``: the names backends and runners agree on."""
-    return [f"{prefix}.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
-
-
-def lora_input_names(modules: list[str]) -> list[str]:
-    """``lora.<module>.A/B``: graph input names of the external LoRA weights, also the tensor names
-    inside every adapter file, so a name mismatch is impossible by construction."""
-    return [f"lora.{m}.{ab}" for m in modules for ab in ("A", "B")]
 
 
 class DynamicKVDecoder(nn.Module):

@@ -1,0 +1,14 @@
+"""Graph input/output names shared by exporters, runners and adapter files (no torch import, so
+runtimes that only run an exported model stay light)."""
+from __future__ import annotations
+
+
+def kv_names(num_layers: int, prefix: str) -> list[str]:
+    """``past.0.key, past.0.value, ...``: the names backends and runners agree on."""
+    return [f"{prefix}.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+
+
+def lora_input_names(modules: list[str]) -> list[str]:
+    """``lora.<module>.A/B``: graph input names of the external LoRA weights, also the tensor names
+    inside every adapter file, so a name mismatch is impossible by construction."""
+    return [f"lora.{m}.{ab}" for m in modules for ab in ("A", "B")]
