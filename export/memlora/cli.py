@@ -355,6 +355,11 @@ def locomo_tables(report: dict) -> list[Table]:
 
 def main() -> None:
     """Console-script entry point."""
+    import warnings
+
+    # torch.export and its dependencies emit FutureWarnings about their own internals on every
+    # export; they say nothing to a memlora user and bury the summary table.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     app()
 
 
