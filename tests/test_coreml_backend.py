@@ -259,3 +259,25 @@ def test_cli_onnx_and_coreml_in_one_bundle(preset_dir, tmp_path):
     assert coreml["meta"]["numerics"] == "mil-numpy" and coreml["meta"]["functions"] == {"base": "base",
                                                                                           "extract": "extract"}
     assert (out / coreml["files"]["model"] / "Manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_multifunction_package_within_115_percent_at_small_size(tmp_path, monkeypatch):
+    """The whole multifunction package against one single-adapter package, on a model where the
+    weights (not each function's ~110 KB of graph text) dominate, as they do for any real model.
+    The fast test (weights only) covers the same path on the tiny preset; measured here: 1.035x."""
+    from memlora import presets
+    from memlora.config import BackendName, Precision
+    from memlora.export import ExportOptions, run_export
+
+    monkeypatch.setitem(presets.PRESETS, "small-qwen2", presets.Preset(
+        "small-qwen2", "qwen2", dict(vocab_size=1024, hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
+                                     num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=2048,
+                                     tie_word_embeddings=True), seed=21))
+    manifest = run_export(ExportOptions(out=tmp_path / "b", model="small-qwen2", backends=[BackendName.COREML],
+                                        precision=Precision.FP16, check_parity=False), show_progress=False)
+    meta = manifest["artifacts"][0]["meta"]
+    single = max(v for k, v in meta["single_package_bytes"].items() if k != "base")
+    assert set(meta["functions"]) == {"base", "extract", "update", "answer"}
+    assert meta["package_bytes"] <= 1.15 * single
+    assert meta["package_bytes"] < 0.4 * sum(meta["single_package_bytes"].values())
