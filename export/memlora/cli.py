@@ -42,15 +42,15 @@ def export(
     embedder: Optional[str] = typer.Option(None, help="Sentence embedder for retrieval: 'tiny' or an HF encoder folder."),
 ) -> None:
     """Export a model and its adapters to a bundle, with parity against PyTorch."""
-    from .config import AdapterMode, Precision, Quant, parse_backends
+    from .config import AdapterMode, Precision, Quant, parse_backends, parse_choices
     from .export import ExportOptions, run_export
     from .sources import parse_adapter_args
 
     try:
         opts = ExportOptions(
             out=out, model=model, adapters=parse_adapter_args(adapter), backends=parse_backends(backend),
-            adapter_modes=_enum_list(AdapterMode, adapter_mode, "adapter-mode"),
-            quants=_enum_list(Quant, quant, "quant"), precision=_enum_list(Precision, precision, "precision")[0],
+            adapter_modes=parse_choices(AdapterMode, adapter_mode, "--adapter-mode"),
+            quants=parse_choices(Quant, quant, "--quant"), precision=parse_choices(Precision, precision, "--precision")[0],
             group_size=group_size, max_seq_len=max_seq_len, parity_tokens=parity_tokens,
             check_parity=not no_parity, force=force, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
             embedder=embedder)
@@ -123,18 +123,6 @@ def backends() -> None:
     for name, reason in availability().items():
         table.add_row(name, "[green]available[/green]" if reason is None else f"[yellow]{reason}[/yellow]")
     Console().print(table)
-
-
-def _enum_list(enum, text: str, flag: str):
-    out = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        try:
-            out.append(enum(part))
-        except ValueError:
-            raise MemloraError(f"unknown --{flag} {part!r}", fix=f"use {', '.join(e.value for e in enum)}") from None
-    if not out:
-        raise MemloraError(f"empty --{flag}", fix=f"use {', '.join(e.value for e in enum)}")
-    return out
 
 
 def _wide() -> Console:

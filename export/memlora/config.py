@@ -74,18 +74,28 @@ class ExportSpec:
             raise MemloraError(f"opset {self.opset} is too old", fix="use opset 18 or newer")
 
 
-def parse_backends(text: str) -> list[BackendName]:
-    """Parse a comma-separated backend list such as ``onnx,executorch``."""
-    out: list[BackendName] = []
+def parse_choices(enum: type[Enum], text: str, label: str) -> list:
+    """Parse a comma-separated list of enum values (``int8,int4``), dropping repeats.
+
+    ``label`` names the option in the error, e.g. ``--quant`` -> "unknown --quant 'int3'".
+    """
+    out: list = []
+    values = ", ".join(e.value for e in enum)
     for part in (p.strip() for p in text.split(",") if p.strip()):
         try:
-            b = BackendName(part)
+            choice = enum(part)
         except ValueError:
-            raise MemloraError(f"unknown backend {part!r}", fix="use onnx, executorch or coreml (comma-separated)") from None
-        if b is BackendName.PYTORCH:
-            raise MemloraError("pytorch is not an export backend", fix="use onnx, executorch or coreml")
-        if b not in out:
-            out.append(b)
+            raise MemloraError(f"unknown {label} {part!r}", fix=f"use {values} (comma-separated)") from None
+        if choice not in out:
+            out.append(choice)
     if not out:
-        raise MemloraError("no backend given", fix="pass --backend onnx")
+        raise MemloraError(f"no {label} given", fix=f"use {values}")
+    return out
+
+
+def parse_backends(text: str) -> list[BackendName]:
+    """Parse a comma-separated backend list such as ``onnx,executorch`` (export targets only)."""
+    out = parse_choices(BackendName, text, "backend")
+    if BackendName.PYTORCH in out:
+        raise MemloraError("pytorch is not an export backend", fix="use onnx, executorch or coreml")
     return out

@@ -62,9 +62,7 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
         if reason:
             raise MemloraError(f"backend {spec.backend.value} is not available here: {reason}",
                                fix="install it or choose another --backend")
-    from .bundle import check_out_dir
-
-    check_out_dir(opts.out, opts.force)
+    # atomic_dir checks --out (exists, --force, writable) before anything is loaded.
     with tempfile.TemporaryDirectory(prefix="memlora-src-") as work, atomic_dir(opts.out, opts.force) as tmp:
         src = resolve(opts.model, opts.adapters, Path(work), allow_pickle=opts.allow_pickle,
                       trust_remote_code=opts.trust_remote_code)

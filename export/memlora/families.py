@@ -4,7 +4,7 @@ Adding a family is one entry in ``FAMILIES``; nothing else in memlora branches o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import MemloraError
 
@@ -25,7 +25,6 @@ class Family:
         bos/eos/pad: which of those the config points at.
         attn_implementation: transformers attention path used for export and reference.
             Eager everywhere: one path for every backend, and Gemma2's logit soft-capping needs it.
-        lora_targets: the linear layers adapters may target.
     """
 
     model_type: str
@@ -36,9 +35,7 @@ class Family:
     eos: str
     pad: str
     attn_implementation: str = "eager"
-    lora_targets: tuple[str, ...] = ATTN + MLP
     notes: str = ""
-    extra_config: dict = field(default_factory=dict)
 
 
 _CHATML = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")

@@ -8,7 +8,7 @@ regenerating its preset.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MemloraError
@@ -50,7 +50,6 @@ class Preset:
     adapters: tuple[AdapterPreset, ...] = MEMORY_ADAPTERS
     description: str = ""
     dtype: str = "float32"
-    extra: dict = field(default_factory=dict)
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (

@@ -161,7 +161,8 @@ def _save(model, path: Path) -> dict[str, int]:
     # The exporter stores a source stack trace per node; it is a third of a small model's file.
     for node in model.graph.node:
         del node.metadata_props[:]
-    big = model.ByteSize() > _EXTERNAL_DATA_BYTES if model.ByteSize() >= 0 else True
+    size = model.ByteSize()  # serializes the whole model: once is enough
+    big = size < 0 or size > _EXTERNAL_DATA_BYTES
     onnx.save_model(model, str(path), save_as_external_data=big, all_tensors_to_one_file=True,
                     location=path.name + ".data", size_threshold=1024)
     return dict(Counter(n.op_type for n in model.graph.node).most_common())
@@ -241,6 +242,8 @@ class OnnxRunner:
     def reset(self) -> None:
         past = [i for i in self._session.get_inputs() if i.name.startswith("past.")]
         self._past = {i.name: np.zeros([1, i.shape[1], 0, i.shape[3]], np.float32) for i in past}
+        # present.L.key feeds past.L.key next step; worked out once per session, not per token.
+        self._past_names = ["past." + o.name.split(".", 1)[1] for o in self._session.get_outputs()[1:]]
         self._pos = 0
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
@@ -248,9 +251,7 @@ class OnnxRunner:
         feeds = {"input_ids": np.asarray([ids], np.int64),
                  "position_ids": np.arange(self._pos, self._pos + n, dtype=np.int64)[None], **self._past}
         outs = self._session.run(None, feeds, self._run_options)
-        names = [o.name for o in self._session.get_outputs()]
-        for name, value in zip(names[1:], outs[1:]):
-            self._past["past." + name.split(".", 1)[1]] = value
+        self._past.update(zip(self._past_names, outs[1:]))
         self._pos += n
         return outs[0][0]
 
