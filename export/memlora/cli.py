@@ -32,7 +32,8 @@ def export(
     quant: str = typer.Option("none", help="Comma-separated: none, int8, int4."),
     precision: str = typer.Option("fp32", help="Compute precision where selectable (Core ML): fp32, fp16."),
     group_size: int = typer.Option(32, help="Block size of int4 weights."),
-    max_seq_len: int = typer.Option(512, help="KV-cache capacity for static-cache backends."),
+    max_seq_len: Optional[int] = typer.Option(
+        None, help="Context (KV-cache) length; default: the bundle's longest prompt + room, at least 2048."),
     parity_tokens: int = typer.Option(32, help="Greedy tokens compared per prompt."),
     no_parity: bool = typer.Option(False, "--no-parity", help="Skip the parity check (not recommended)."),
     force: bool = typer.Option(False, help="Replace an existing non-empty --out."),
@@ -40,6 +41,7 @@ def export(
     trust_remote_code: bool = typer.Option(False, help="Allow models that need custom code."),
     quiet: bool = typer.Option(False, help="No progress bars."),
     embedder: Optional[str] = typer.Option(None, help="Sentence embedder for retrieval: 'tiny' or an HF encoder folder."),
+    stock: bool = typer.Option(False, "--stock", help="Also run every artifact in its stock runtime (see parity --stock)."),
 ) -> None:
     """Export a model and its adapters to a bundle, with parity against PyTorch."""
     from .config import AdapterMode, Precision, Quant, parse_backends, parse_choices
@@ -53,7 +55,7 @@ def export(
             quants=parse_choices(Quant, quant, "--quant"), precision=parse_choices(Precision, precision, "--precision")[0],
             group_size=group_size, max_seq_len=max_seq_len, parity_tokens=parity_tokens,
             check_parity=not no_parity, force=force, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-            embedder=embedder)
+            embedder=embedder, stock_check=stock)
         manifest = run_export(opts, show_progress=not quiet)
     except MemloraError as e:
         _fail(e)
@@ -63,15 +65,38 @@ def export(
         console.print(f"[red]parity failed[/red] for {', '.join(_key(a) for a in failed)}; "
                       f"bundle kept at {out} for inspection")
         raise typer.Exit(1)
+    if stock:
+        _wide().print(stock_table(manifest, out))
+        if manifest.get("stock_passed") is False:
+            raise typer.Exit(1)
 
 
 @app.command()
 def parity(bundle: Path = typer.Argument(..., help="Bundle folder written by memlora export."),
            tokens: Optional[int] = typer.Option(None, help="Greedy tokens per prompt (default: as exported)."),
-           json_out: bool = typer.Option(False, "--json", help="Print the parity blocks as JSON.")) -> None:
+           json_out: bool = typer.Option(False, "--json", help="Print the parity blocks as JSON."),
+           stock: bool = typer.Option(False, "--stock", help="Run every artifact in its stock phone runtime "
+                                      "(ExecuTorch TextLLMRunner, ONNX Runtime GenAI) against conformance.json "
+                                      "instead of PyTorch; recorded in the manifest.")) -> None:
     """Re-check an existing bundle: file hashes, then parity of every artifact. Exit 1 on failure."""
     from .recheck import recheck_bundle
 
+    if stock:
+        from .stock.check import stock_check
+
+        try:
+            report = stock_check(bundle)
+        except MemloraError as e:
+            _fail(e)
+        if json_out:
+            typer.echo(json.dumps(report, indent=2))
+        else:
+            _wide().print(stock_table(report, bundle))
+            for f in report["file_failures"]:
+                console.print(f"[red]file:[/red] {f}")
+        if report["stock_passed"] is not True:  # failed, or nothing could run: never a pass
+            raise typer.Exit(1)
+        return
     try:
         report = recheck_bundle(bundle, n_tokens=tokens)
     except MemloraError as e:
@@ -160,6 +185,24 @@ def summary_table(manifest: dict, root: Path) -> Table:
                           f"{row['kl_mean']:.1e}" if "kl_mean" in row else "-",
                           f"{row['negative_control'].get('max_abs_diff', 0):.2g}" if row.get("negative_control") else "-",
                           "-" if ok is None else ("[green]pass[/green]" if ok else "[red]FAIL[/red]"))
+    return table
+
+
+def stock_table(manifest: dict, root: Path) -> Table:
+    """One row per artifact, stock runtime and adapter: tokens matched and the verdict."""
+    table = Table("artifact", "stock runtime", "adapter", "tokens", "tokenizer", "result", title=f"stock runtimes {root}")
+    for a in manifest["artifacts"]:
+        for check in (a.get("stock") or {}).get("check", []):
+            if not check.get("run") or "adapters" not in check:
+                why = check.get("reason") or check.get("error") or ""
+                table.add_row(_key(a), str(check.get("runtime")), "-", "-", "-",
+                              ("[yellow]not run[/yellow]: " if not check.get("run") else "[red]FAIL[/red]: ") + why)
+                continue
+            for name, r in check["adapters"].items():
+                ok = not r["failures"]
+                table.add_row(_key(a), check["runtime"], name, f"{r.get('tokens', 0)}/{r.get('expected_tokens', '?')}",
+                              "=" if r.get("tokenizer_ids_equal") else "differs",
+                              "[green]pass[/green]" if ok else "[red]FAIL[/red]: " + "; ".join(r["failures"])[:200])
     return table
 
 

@@ -17,6 +17,8 @@ from .errors import MemloraError
 from .parity import DEFAULT_PROMPTS, artifact_parity
 from .progress import steps
 from .sources import resolve
+from .stock.context import PHONE_DEFAULT, choose_context, context_need
+from .stock.package import package_artifact, write_tokenizer_config
 
 
 @dataclass
@@ -31,16 +33,18 @@ class ExportOptions:
     quants: list[Quant] = field(default_factory=lambda: [Quant.NONE])
     precision: Precision = Precision.FP32
     group_size: int = 32
-    max_seq_len: int = 512
+    max_seq_len: int | None = None  # None: sized from the bundle's own prompts (memlora.stock.context)
     parity_tokens: int = 32
     check_parity: bool = True
     force: bool = False
     allow_pickle: bool = False
     trust_remote_code: bool = False
     embedder: str | None = None  # "tiny" or an HF encoder folder; adds embedder/
+    stock_check: bool = False  # run every artifact in its stock runtime too (memlora.stock.check)
 
-    def specs(self) -> list[ExportSpec]:
-        return [ExportSpec(b, m, q, self.precision, self.group_size, self.max_seq_len)
+    def specs(self, max_seq_len: int | None = None) -> list[ExportSpec]:
+        ctx = max_seq_len or self.max_seq_len or PHONE_DEFAULT
+        return [ExportSpec(b, m, q, self.precision, self.group_size, ctx)
                 for b, m, q in itertools.product(self.backends, self.adapter_modes, self.quants)]
 
 
@@ -66,8 +70,15 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
     with tempfile.TemporaryDirectory(prefix="memlora-src-") as work, atomic_dir(opts.out, opts.force) as tmp:
         src = resolve(opts.model, opts.adapters, Path(work), allow_pickle=opts.allow_pickle,
                       trust_remote_code=opts.trust_remote_code)
+        # The context every artifact holds, sized from the bundle's own prompts (refused when they
+        # cannot fit), before any weight is loaded.
+        need = context_need(src.info.tokenizer_file, src.info.family.chat_format)
+        context = choose_context(opts.max_seq_len, need)
+        specs = opts.specs(context)
         manifest = _base_manifest(src)
+        manifest["context"] = dict(need.to_json(), length=context)
         shutil.copy(src.info.tokenizer_file, tmp / "tokenizer.json")
+        manifest["tokenizer_config"] = write_tokenizer_config(tmp, src.info, context)
         from .tasks.decoder import build_decoder_task
 
         with steps(show_progress) as progress:
@@ -86,6 +97,7 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
                 t0 = time.perf_counter()
                 artifact = backend.export(task, spec, tmp)
                 artifact.meta.setdefault("export_seconds", round(time.perf_counter() - t0, 2))
+                artifact.stock = package_artifact(artifact, tmp, src.info, context)  # stock runtime files
                 if reference is not None:
                     progress.update(job, description=f"parity {artifact.key}")
                     artifact.parity = artifact_parity(backend, artifact, tmp, reference, ids, opts.parity_tokens)
@@ -94,6 +106,10 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
             progress.update(job, description="prompts, conformance.json, embedder")
             write_bundle_extras(tmp, manifest, reference, opts.embedder)
         manifest = write_manifest(tmp, manifest)
+    if opts.stock_check:  # on the renamed bundle: the runtimes see the paths an app would
+        from .stock.check import stock_check
+
+        manifest = stock_check(opts.out)
     return manifest
 
 

@@ -36,6 +36,7 @@ class Artifact:
     max_seq_len: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
+    stock: dict[str, Any] | None = None  # how stock runtimes open it, and their check (memlora.stock)
 
     @property
     def key(self) -> str:

@@ -196,7 +196,7 @@ def export(task: DecoderTask, spec: ExportSpec, out_dir: Path) -> Artifact:
         info["pte_bytes"] = (out_dir / rel).stat().st_size
         meta["per_adapter"][name] = info
     first = next(iter(meta["per_adapter"].values()), {})
-    for key in ("delegation", "attention", "quantized_linears"):
+    for key in ("delegation", "attention", "quantized_linears", "runner_metadata"):
         if key in first:
             meta[key] = first[key]  # the same graph for every adapter but its LoRA layers
     meta["file_bytes"] = {role: (out_dir / rel).stat().st_size for role, rel in files.items()}
@@ -267,6 +267,7 @@ def _lower(task: DecoderTask, spec: ExportSpec, adapter=None):
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
+    from ..stock.executorch_meta import constant_methods
     from ..tasks.static_decoder import delegable_activations, delegable_norms, dynamic_shapes, example_inputs, static_decoder
 
     external = adapter is not None
@@ -284,6 +285,9 @@ def _lower(task: DecoderTask, spec: ExportSpec, adapter=None):
         if spec.quant is not Quant.NONE:
             info["quantized_linears"] = _quantize(wrapper, spec)
         args, dyn = example_inputs(), dynamic_shapes(spec.max_seq_len)
+        # The stock runner's metadata (memlora.stock): constants in the .pte, not in the .ptd.
+        runner_metadata = info["runner_metadata"] = constant_methods(
+            task, spec.max_seq_len, uses_custom_sdpa="custom" in wrapper.kinds)
         tp = time.perf_counter()
         try:
             ep = torch.export.export(wrapper, args, dynamic_shapes=dyn, strict=True)
@@ -297,7 +301,7 @@ def _lower(task: DecoderTask, spec: ExportSpec, adapter=None):
         tp = time.perf_counter()
         try:
             edge = to_edge_transform_and_lower(
-                ep, partitioner=[XnnpackPartitioner()],
+                ep, partitioner=[XnnpackPartitioner()], constant_methods=runner_metadata,
                 compile_config=EdgeCompileConfig(_check_ir_validity=False))
             info["delegation"] = delegation_report(edge.exported_program().graph_module)
             program = edge.to_executorch(ExecutorchBackendConfig(

@@ -70,7 +70,9 @@ def export(task: DecoderTask, spec: ExportSpec, out_dir: Path) -> Artifact:
         for name, adapter in task.adapters.items():
             with fused(task.model, adapter):
                 model = _export_graph(task, spec, [])
-            files[f"model:{name}"] = str(sub / f"{name}.onnx")
+            # One folder per fused model: ONNX Runtime GenAI opens a folder (memlora.stock).
+            (out_dir / sub / name).mkdir(exist_ok=True)
+            files[f"model:{name}"] = str(sub / name / f"{name}.onnx")
             meta["ops"] = _save(model, out_dir / files[f"model:{name}"])
     meta["export_seconds"] = round(time.perf_counter() - t0, 2)
     return Artifact(NAME, spec.adapter_mode.value, spec.quant.value, list(task.adapters), files, None, meta)
