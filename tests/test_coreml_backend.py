@@ -249,7 +249,7 @@ def test_cli_onnx_and_coreml_in_one_bundle(preset_dir, tmp_path):
     out = tmp_path / "bundle"
     result = CliRunner().invoke(app, [
         "export", "--out", str(out), "--model", str(model_dir), "--adapter", f"extract={adapters['extract']}",
-        "--backend", "onnx,coreml", "--max-seq-len", str(SEQ), "--parity-tokens", "8", "--quiet"])
+        "--backend", "onnx,coreml", "--parity-tokens", "8", "--quiet"])  # context: sized from the prompts
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     by_backend = {a["backend"]: a for a in manifest["artifacts"]}

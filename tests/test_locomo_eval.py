@@ -92,10 +92,11 @@ def test_executorch_matches_pytorch_task_level(tmp_path_factory, locomo_file):
     from memlora.export import ExportOptions, run_export
 
     out = tmp_path_factory.mktemp("et-loop") / "bundle"
-    run_export(ExportOptions(out=out, backends=[BackendName.EXECUTORCH], max_seq_len=256, parity_tokens=8),
-               show_progress=False)
+    manifest = run_export(ExportOptions(out=out, backends=[BackendName.EXECUTORCH], parity_tokens=8),
+                          show_progress=False)
+    context = manifest["context"]["length"]  # sized from the bundle's prompts (a short one is refused)
     report = run_locomo(out, locomo_file, "executorch", compare="pytorch", max_new_tokens=8, max_turns=1,
                         questions=2)
-    assert report["results"]["executorch"]["max_seq_len"] == report["results"]["pytorch"]["max_seq_len"] == 256
+    assert report["results"]["executorch"]["max_seq_len"] == report["results"]["pytorch"]["max_seq_len"] == context
     assert report["parity"]["all_identical"], report["parity"]
     assert report["parity"]["answer"]["total"] == 2

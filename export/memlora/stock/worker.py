@@ -115,9 +115,14 @@ def run_executorch(req: dict) -> dict:
         res["metadata"] = meta
         missing = [m for m in REQUIRED if m not in meta]
         if missing:
-            res["failures"].append(f"{job['program']}: no {', '.join(missing)} constant method, so ExecuTorch's "
-                                   "TextLLMRunner refuses the program ('Required metadata method get_max_seq_len not "
-                                   "found in model'); re-export it with this memlora")
+            said = ""
+            try:  # the runner's own verdict, for the record
+                TextLLMRunner(job["program"], tokenizer, *data)
+            except RuntimeError as e:
+                said = f" (it says: {e})"
+            res["failures"].append(f"{Path(job['program']).name}: no {', '.join(missing)} constant method, so "
+                                   f"ExecuTorch's TextLLMRunner refuses the program{said}; re-export it with this "
+                                   "memlora (memlora.stock.executorch_meta)")
             continue
         end = set(req["eos_ids"])
         if set(meta.get("get_eos_ids", [])) != end:
