@@ -92,6 +92,42 @@ def _bytes_to_unicode_inverse() -> dict[str, int]:
     return {chr(c): b for b, c in zip(bs, cs)}
 
 
+def _et_generate(runner, cpp_tok, vocab_bytes, text, prompt_ids, ref, max_new, end, GenerationConfig) -> dict:
+    """Greedy-generate from ``text`` with the stock runner (from position 0) and compare with the
+    reference ids ``ref``: token count from its stats, bytes from what it printed."""
+    stats: dict = {}
+
+    def on_stats(s):
+        stats.update(prompt=s.num_prompt_tokens, generated=s.num_generated_tokens)
+
+    runner.reset()  # the runner keeps its position across generate() calls (a chat)
+    cfg = GenerationConfig(echo=False, max_new_tokens=max_new, temperature=0.0, num_bos=0, num_eos=0)
+    with _capture_fd1() as out:
+        runner.generate(text, cfg, stats_callback=on_stats)
+    raw = out[0]
+    cut = raw.rfind(b"PyTorchObserver ")
+    raw = raw[:cut] if cut >= 0 else raw
+    # Expected: the reference's tokens up to the first end id the runner checks (not the first
+    # token, the one prefill returns), each printed as the runner prints it, then its newlines.
+    stop = next((i for i, t in enumerate(ref) if i >= 1 and t in end), None)
+    want = ref if stop is None else ref[: stop + 1]
+    expected = b"".join(_printable(_piece_bytes(cpp_tok, vocab_bytes, c)) for c in want)
+    expected += (b"\n" if stop is not None else b"") + b"\n"
+    got = stats.get("generated", -2) + 1  # the runner counts the tokens after the first
+    problems = []
+    if stats.get("prompt") != len(prompt_ids):
+        problems.append(f"the runner's tokenizer made {stats.get('prompt')} prompt tokens, "
+                        f"conformance.json has {len(prompt_ids)}")
+    if got != len(want):
+        problems.append(f"generated {got} tokens, the reference {len(want)}"
+                        + (" (it stops at an end id)" if stop is not None else ""))
+    if raw != expected:
+        problems.append(f"printed bytes differ from the reference tokens': {raw[:60]!r} vs {expected[:60]!r}")
+    return {"prompt_tokens": stats.get("prompt"), "tokens": got, "expected_tokens": len(want),
+            "stopped_at_end": stop is not None, "bytes_equal": raw == expected,
+            "text": raw.decode("utf-8", "replace").rstrip("\n"), "problems": problems}
+
+
 def run_executorch(req: dict) -> dict:
     from .executorch_meta import REQUIRED, read_constant_methods
 
@@ -132,41 +168,13 @@ def run_executorch(req: dict) -> dict:
         except RuntimeError as e:
             res["failures"].append(f"TextLLMRunner refused {job['program']}: {e}")
             continue
-        n = len(job["ids"])
-        stats: dict = {}
-
-        def on_stats(s):
-            stats.update(prompt=s.num_prompt_tokens, generated=s.num_generated_tokens)
-
-        cfg = GenerationConfig(echo=False, max_new_tokens=n, temperature=0.0, num_bos=0, num_eos=0)
         try:
-            with _capture_fd1() as out:
-                runner.generate(job["prompt_text"], cfg, stats_callback=on_stats)
+            res.update(_et_generate(runner, cpp_tok, vocab_bytes, job["prompt_text"], job["prompt_ids"],
+                                    job["ids"], len(job["ids"]), end, GenerationConfig))
+            res["failures"] += res.pop("problems")
         except RuntimeError as e:
             res["failures"].append(f"TextLLMRunner.generate failed: {e}")
             continue
-        raw = out[0]
-        cut = raw.rfind(b"PyTorchObserver ")
-        raw = raw[:cut] if cut >= 0 else raw
-        # Expected: the reference's tokens up to the first end id the runner checks (it does not
-        # check the first token, the one prefill returns), each printed as the runner prints it.
-        ref = job["ids"]
-        stop = next((i for i, t in enumerate(ref) if i >= 1 and t in end), None)
-        want = ref if stop is None else ref[: stop + 1]
-        expected = b"".join(_printable(_piece_bytes(cpp_tok, vocab_bytes, c)) for c in want)
-        expected += (b"\n" if stop is not None else b"") + b"\n"
-        got_tokens = stats.get("generated", -2) + 1  # the runner counts tokens after the first
-        res.update(prompt_tokens=stats.get("prompt"), tokens=got_tokens, expected_tokens=len(want),
-                   stopped_at_end=stop is not None, bytes_equal=raw == expected,
-                   text=raw.decode("utf-8", "replace").rstrip("\n"))
-        if stats.get("prompt") != len(job["prompt_ids"]):
-            res["failures"].append(f"the runner's tokenizer made {stats.get('prompt')} prompt tokens, "
-                                   f"conformance.json has {len(job['prompt_ids'])}")
-        if got_tokens != len(want):
-            res["failures"].append(f"generated {got_tokens} tokens, the reference {len(want)}"
-                                   + (" (it stops at an end id)" if stop is not None else ""))
-        if raw != expected:
-            res["failures"].append(f"printed bytes differ from the reference tokens': {raw[:60]!r} vs {expected[:60]!r}")
         enc = list(cpp_tok.encode(job["prompt_text"], 0, 0))
         res["tokenizer_ids_equal"] = enc == job["prompt_ids"]
         if enc != job["prompt_ids"]:
@@ -178,6 +186,32 @@ def run_executorch(req: dict) -> dict:
 
 
 # --- ONNX Runtime GenAI --------------------------------------------------------------------------
+
+def _og_generate(og, model, ids, ref, max_new, end, name, adapter_file) -> dict:
+    """Greedy-generate after ``ids`` (adapter ``name`` active when external) and compare with ``ref``."""
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(ids) + max_new)
+    gen = og.Generator(model, params)
+    if adapter_file:
+        adapters = og.Adapters(model)
+        adapters.load(adapter_file, name)
+        gen.set_active_adapter(adapters, name)
+    gen.append_tokens(ids)
+    out = []
+    while not gen.is_done():
+        gen.generate_next_token()
+        out.append(int(gen.get_next_tokens()[0]))
+    del gen
+    stop = next((i for i, t in enumerate(ref) if t in end), None)
+    want = ref if stop is None else ref[: stop + 1]
+    problems = []
+    if out != want:
+        first = next((i for i, (a, b) in enumerate(zip(out, want)) if a != b), min(len(out), len(want)))
+        problems.append(f"greedy ids differ from conformance.json from token {first}: {out[:first + 3]} "
+                        f"vs {want[:first + 3]}")
+    return {"prompt_tokens": len(ids), "tokens": len(out), "expected_tokens": len(want), "ids": out,
+            "stopped_at_end": stop is not None, "ids_equal": out == want, "problems": problems}
+
 
 def run_genai(req: dict) -> dict:
     import onnxruntime_genai as og
@@ -214,34 +248,12 @@ def run_genai(req: dict) -> dict:
                 if t["text"] and list(tok.encode(t["text"])) != t["ids"]:
                     tok_fail.append(t["text"])
             samples_checked = len(req.get("tokenizer_samples", []))
-        n = len(job["ids"])
-        try:
-            params = og.GeneratorParams(model)
-            params.set_search_options(do_sample=False, max_length=len(ids) + n)
-            gen = og.Generator(model, params)
-            if job.get("adapter_file"):
-                adapters = og.Adapters(model)
-                adapters.load(job["adapter_file"], name)
-                gen.set_active_adapter(adapters, name)
-            gen.append_tokens(ids)  # as an app does: its own tokenizer's ids
-            out = []
-            while not gen.is_done():
-                gen.generate_next_token()
-                out.append(int(gen.get_next_tokens()[0]))
-            del gen
-        except Exception as e:
-            res["failures"].append(f"GenAI generation failed: {e}")
-            continue
         end = set(req["eos_ids"])
-        ref = job["ids"]
-        stop = next((i for i, t in enumerate(ref) if t in end), None)
-        want = ref if stop is None else ref[: stop + 1]
-        res.update(prompt_tokens=len(ids), tokens=len(out), expected_tokens=len(want), ids=out,
-                   stopped_at_end=stop is not None, ids_equal=out == want)
-        if out != want:
-            first = next((i for i, (a, b) in enumerate(zip(out, want)) if a != b), min(len(out), len(want)))
-            res["failures"].append(f"greedy ids differ from conformance.json from token {first}: {out[:first + 3]} "
-                                   f"vs {want[:first + 3]}")
+        try:
+            res.update(_og_generate(og, model, ids, job["ids"], len(job["ids"]), end, name, job.get("adapter_file")))
+            res["failures"] += res.pop("problems")
+        except Exception as e:  # GenAI raises RuntimeError / OrtException with its own message
+            res["failures"].append(f"GenAI generation failed: {e}")
     return {"adapters": results, "tokenizer_samples": samples_checked, "tokenizer_failures": tok_fail}
 
 
