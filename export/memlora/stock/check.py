@@ -3,8 +3,9 @@
 For each artifact and adapter, the stock runtime (ExecuTorch's ``TextLLMRunner``, ONNX Runtime
 GenAI) gets the rendered prompt of ``conformance.json``'s greedy case and generates as many
 tokens greedily. Pass means: its tokenizer's ids equal conformance.json's (the prompt and the
-tokenizer samples), its greedy tokens equal the PyTorch reference's, and it stops at the first
-end id the reference emits. ExecuTorch's tokens are read from what the runner prints (its Python
+tokenizer samples), its greedy tokens equal the PyTorch reference's (for a quantized artifact:
+memlora's own runner's on the same files, since int4 legitimately differs from fp32), and it
+stops at the first end id the reference emits. ExecuTorch's tokens are read from what the runner prints (its Python
 token callback fails on pieces that are not whole UTF-8), compared byte for byte with the
 reference tokens as the runner prints them, plus the token count from its stats. A runtime that
 is not installed is reported as not run, with the reason; Core ML has no stock runner here.
@@ -69,13 +70,48 @@ def _request(bundle: Path, block: dict, conformance: dict) -> dict:
             "adapters": adapters, "tokenizer_samples": conformance.get("tokenizer", [])}
 
 
-def check_block(bundle: Path, block: dict, conformance: dict, timeout: float = 600) -> dict:
-    """Run one artifact's runtime block in a worker process; return its check record."""
+def lossy(art: dict) -> bool:
+    """Quantized or fp16: its greedy tokens may differ from the fp32 reference by design."""
+    precision = art.get("precision") or (art.get("meta") or {}).get("precision", "fp32")
+    return art.get("quant", "none") != "none" or precision != "fp32"
+
+
+def artifact_greedy(bundle: Path, art: dict, jobs: dict) -> dict[str, list[int]]:
+    """Greedy ids of memlora's own runner on the same artifact files (the same runtime kernels the
+    stock runner uses), for each adapter's conformance prompt."""
+    from ..backends import get_backend
+    from ..backends.base import Artifact
+    from ..conformance import greedy
+
+    runner = get_backend(art["backend"]).load(Artifact.from_json(art), Path(bundle))
+    try:
+        return {n: greedy(runner, n, job["prompt_ids"], len(job["ids"])) for n, job in jobs.items()}
+    finally:
+        runner.close()
+
+
+def check_block(bundle: Path, block: dict, conformance: dict, timeout: float = 600, art: dict | None = None) -> dict:
+    """Run one artifact's runtime block in a worker process; return its check record.
+
+    The expected tokens are conformance.json's (the fp32 PyTorch reference). For a lossy artifact
+    (int8/int4, fp16) they are memlora's own runner's on the same files, which passed parity within
+    its level's tolerance; the agreement with conformance.json is recorded beside.
+    """
     runtime = block["runtime"]
     reason = runtime_missing(runtime)
     if reason:
         return {"runtime": runtime, "run": False, "passed": None, "reason": reason}
     req = _request(Path(bundle), block, conformance)
+    reference = "conformance.json (PyTorch fp32)"
+    agreement = {}
+    if art is not None and lossy(art):
+        own = artifact_greedy(Path(bundle), art, req["adapters"])
+        for name, job in req["adapters"].items():
+            ref = job["ids"]
+            agreement[name] = sum(a == b for a, b in zip(own[name], ref)) / max(len(ref), 1)
+            job["ids"] = own[name]
+        reference = (f"memlora's {art['backend']} runner on the same files ({art['quant']}: conformance.json "
+                     "is the fp32 reference; agreement with it recorded)")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="memlora-stock-") as tmp:
         req_file, res_file = Path(tmp) / "request.json", Path(tmp) / "result.json"
@@ -96,7 +132,8 @@ def check_block(bundle: Path, block: dict, conformance: dict, timeout: float = 6
     if not per:
         failures.append("conformance.json has no greedy case for these adapters")
     return {"runtime": runtime, "run": True, "passed": not failures, "failures": failures,
-            "seconds": round(time.perf_counter() - t0, 2),
+            "seconds": round(time.perf_counter() - t0, 2), "reference": reference,
+            **({"conformance_agreement": agreement} if agreement else {}),
             "tokens_matched": {n: (r.get("tokens") if not r["failures"] else 0) for n, r in per.items()},
             "tokens_expected": {n: r.get("expected_tokens") for n, r in per.items()},
             "tokenizer_samples_checked": result.get("tokenizer_samples", 0), "adapters": per}
@@ -123,7 +160,7 @@ def stock_check(bundle: Path, write: bool = True, timeout: float = 600) -> dict:
             broken = [f for f in file_failures if f.split(":")[0] in _paths(art)]
             stock["check"] = [({"runtime": b["runtime"], "run": False, "passed": False,
                                 "error": "files failed the hash check: " + "; ".join(broken)} if broken
-                               else check_block(bundle, b, conformance, timeout)) for b in blocks]
+                               else check_block(bundle, b, conformance, timeout, art)) for b in blocks]
         art["stock"] = stock
         outcomes += [c["passed"] for c in stock["check"]]
     ran = [o for o in outcomes if o is not None]
