@@ -5,7 +5,8 @@ reference's greedy tokens (conformance.json) for every adapter.
 Two bundles, each exported once per module: ExecuTorch (one adapter, external + fused, fp32 + int4:
 four lowerings) and ONNX (two adapters, so GenAI switches adapters; external + fused, fp32 + int4).
 Parity against PyTorch is covered elsewhere, so it is skipped here; conformance.json still comes
-from the PyTorch reference. Negative controls: a program without the runner's metadata, and a GenAI
+from the PyTorch reference (fp32 artifacts must match it token for token; int4 ones must match
+memlora's own runner on the same files). Negative controls: a program without the runner's metadata, and a GenAI
 config naming a KV input the graph lacks, must fail the stock check with a message naming the fix.
 """
 from __future__ import annotations
