@@ -7,7 +7,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from memlora.backends.base import Artifact
-from memlora.backends.onnx_backend import load
+from memlora.backends.onnx.export import load
 from memlora.conformance import PARSE_CASES, greedy, parse_case, prompt_text
 from memlora.memory import load_templates
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from et_fixtures import MAX_SEQ_LEN, PARITY_TOKENS, et_case  # noqa: F401  (fixture)
 
-from memlora.errors import ExportFailure, MemloraError
+from memlora.core.errors import ExportFailure, MemloraError
 
 ADAPTERS = ["extract", "update", "answer"]
 FAMILIES = ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-gemma2", "tiny-gemma3"]
@@ -137,9 +137,9 @@ def test_max_seq_len_overflow_and_chunked_prefill(et_case):
     sequence dim stops at max_seq_len-1); one more token is a clear error."""
     case = et_case("tiny-qwen2")
     ids = (case.prompts[0] * 10)[:MAX_SEQ_LEN]
-    from memlora.backends.pytorch_backend import TorchRunner
+    from memlora.backends.pytorch import reference_runner
 
-    ref = TorchRunner(case.src.info.path, case.src.adapter_dirs, case.src.info.family.attn_implementation)
+    ref = reference_runner(case.src.info.path, case.src.adapter_dirs, case.src.info.family.attn_implementation)
     ref.set_adapter("extract")
     want = ref.prefill(ids)
     r = case.runner()
@@ -158,9 +158,9 @@ def test_max_seq_len_overflow_and_chunked_prefill(et_case):
 
 def test_export_failure_is_one_line(monkeypatch, preset_dir, tmp_path):
     """A model the wrapper cannot trace fails in one line naming the family and where."""
-    from memlora.backends import executorch_backend
-    from memlora.config import ExportSpec
-    from memlora.sources import resolve
+    from memlora.backends import get_backend
+    from memlora.core.config import ExportSpec
+    from memlora.sources.resolve import resolve
     from memlora.tasks import static_decoder
     from memlora.tasks.decoder import build_decoder_task
 
@@ -173,7 +173,7 @@ def test_export_failure_is_one_line(monkeypatch, preset_dir, tmp_path):
 
     monkeypatch.setattr(static_decoder.StaticAttention, "forward", broken)
     with pytest.raises(ExportFailure) as err:
-        executorch_backend.export(task, ExportSpec("executorch", max_seq_len=MAX_SEQ_LEN), tmp_path / "out")
+        get_backend("executorch").export(task, ExportSpec("executorch", max_seq_len=MAX_SEQ_LEN), tmp_path / "out")
     msg = str(err.value)
     assert "\n" not in msg
     assert "family qwen2" in msg and "torch.export" in msg
@@ -182,9 +182,9 @@ def test_export_failure_is_one_line(monkeypatch, preset_dir, tmp_path):
 
 
 def test_memory_estimate_warns(monkeypatch, preset_dir, tmp_path):
-    from memlora.backends import executorch_backend
-    from memlora.config import ExportSpec
-    from memlora.sources import resolve
+    from memlora.backends.executorch import report as executorch_backend
+    from memlora.core.config import ExportSpec
+    from memlora.sources.resolve import resolve
     from memlora.tasks.decoder import build_decoder_task
 
     model_dir, dirs = preset_dir("tiny-qwen2")
@@ -195,10 +195,10 @@ def test_memory_estimate_warns(monkeypatch, preset_dir, tmp_path):
     assert need >= params * 4 * 3
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        executorch_backend._warn_memory(task, spec)  # a tiny model fits: no warning
+        executorch_backend.warn_memory(task, spec)  # a tiny model fits: no warning
     monkeypatch.setattr(executorch_backend, "estimate_memory", lambda t, s: (64 << 30, 8 << 30))
     with pytest.warns(ResourceWarning, match="may run out of memory"):
-        executorch_backend._warn_memory(task, spec)
+        executorch_backend.warn_memory(task, spec)
 
 
 def test_cli_onnx_and_executorch_in_one_bundle(preset_dir, tmp_path):

@@ -7,7 +7,7 @@ from conftest import artifact
 
 from memlora.backends import get_backend
 from memlora.backends.base import Artifact
-from memlora.bundle import verify_files
+from memlora.core.bundle import verify_files
 
 ADAPTERS = ["extract", "update", "answer"]
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .backends.base import Runner
+from .core.runner import Runner
 
 DEFAULT_PROMPTS = (
     "Hi, my name is John and I work as a software engineer in Seattle. Last Saturday I climbed",
@@ -45,6 +45,7 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
 
 def tolerance_for(backend: str, quant: str, precision: str = "fp32") -> tuple[str, Tolerance]:
     """The tolerance entry for an export; returns (level, tolerance)."""
+    backend, quant, precision = (str(getattr(x, "value", x)) for x in (backend, quant, precision))
     level = precision if quant == "none" else quant
     return level, TOLERANCES.get((backend, level)) or TOLERANCES[("*", level)]
 
@@ -172,9 +173,9 @@ def artifact_parity(backend, artifact, root, reference: Runner, prompts: Sequenc
     """
     runner = backend.load(artifact, root)
     try:
-        block = check_parity(runner, reference, prompts, backend=artifact.backend, quant=artifact.quant,
-                             precision=artifact.meta.get("precision", "fp32"), n_tokens=n_tokens)
+        block = check_parity(runner, reference, prompts, backend=artifact.backend.value, quant=artifact.quant.value,
+                             precision=artifact.precision.value, n_tokens=n_tokens)
     finally:
         runner.close()
-    block["numerics"] = artifact.meta.get("numerics", f"{artifact.backend} runtime")
+    block["numerics"] = artifact.meta.get("numerics", f"{artifact.backend.value} runtime")
     return block

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import MemloraError
+from ..core.errors import MemloraError
 
 EMBEDDER_PRESETS = ("tiny",)
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -106,7 +106,7 @@ def write_embedder_preset(out: str | Path, name: str = "tiny") -> Path:
     from tokenizers import processors
     from transformers import BertConfig, BertModel
 
-    from ..tokenizer_train import train_bpe
+    from ..sources.tokenizer_train import train_bpe
 
     if name not in EMBEDDER_PRESETS:
         raise MemloraError(f"unknown embedder preset {name!r}", fix=f"use one of: {', '.join(EMBEDDER_PRESETS)}")

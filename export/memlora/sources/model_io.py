@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MemloraError
-from .families import Family, get_family
+from ..core.errors import MemloraError
+from ..core.families import Family, get_family
 
 
 @dataclass

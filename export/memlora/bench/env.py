@@ -43,7 +43,7 @@ def machine() -> dict:
 
 def versions() -> dict:
     """Installed versions of every runtime a row may use; None where not installed."""
-    from . import __version__
+    from .. import __version__
 
     out: dict = {"memlora": __version__}
     for dist in ("torch", "onnxruntime", "onnx", "executorch", "coremltools", "transformers", "peft", "numpy"):

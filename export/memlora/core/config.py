@@ -1,7 +1,7 @@
 """Typed export configuration: enums and one validated spec, no option bags."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from .errors import MemloraError
@@ -31,6 +31,35 @@ class Precision(str, Enum):
 
 
 @dataclass(frozen=True)
+class OnnxConfig:
+    """ONNX block: the opset the exporter targets."""
+
+    opset: int = 18
+
+    def __post_init__(self) -> None:
+        if self.opset < 18:
+            raise MemloraError(f"opset {self.opset} is too old", fix="use --onnx-opset 18 or newer")
+
+
+@dataclass(frozen=True)
+class CoreMLConfig:
+    """Core ML block: the minimum deployment target (iOS 18 / macOS 15 or newer: KV cache as state)."""
+
+    deployment_target: str = "iOS18"
+
+
+@dataclass(frozen=True)
+class ExecuTorchConfig:
+    """ExecuTorch block: CPU threads of the runtime's threadpool when running (``None``: its default)."""
+
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise MemloraError(f"--executorch-threads {self.threads} is invalid", fix="use 1 or more")
+
+
+@dataclass(frozen=True)
 class ExportSpec:
     """How to lower one task with one backend.
 
@@ -41,7 +70,7 @@ class ExportSpec:
         precision: compute precision where the backend has a choice (Core ML).
         group_size: block size for int4 weights.
         max_seq_len: KV-cache capacity for static-cache backends (prompt + generated tokens).
-        opset: ONNX opset.
+        onnx, coreml, executorch: per-backend settings (each backend reads its own block).
     """
 
     backend: BackendName
@@ -50,7 +79,9 @@ class ExportSpec:
     precision: Precision = Precision.FP32
     group_size: int = 32
     max_seq_len: int = 512
-    opset: int = 18
+    onnx: OnnxConfig = field(default_factory=OnnxConfig)
+    coreml: CoreMLConfig = field(default_factory=CoreMLConfig)
+    executorch: ExecuTorchConfig = field(default_factory=ExecuTorchConfig)
 
     def __post_init__(self) -> None:
         # Coerce plain strings (from the CLI or a manifest) to enums, failing with a clear message.
@@ -70,8 +101,6 @@ class ExportSpec:
             raise MemloraError(f"group size {self.group_size} is invalid", fix="use a positive multiple of 8, e.g. 32")
         if not 16 <= self.max_seq_len <= 131072:
             raise MemloraError(f"max_seq_len {self.max_seq_len} is out of range", fix="use 16..131072")
-        if self.opset < 18:
-            raise MemloraError(f"opset {self.opset} is too old", fix="use opset 18 or newer")
 
 
 def parse_choices(enum: type[Enum], text: str, label: str) -> list:

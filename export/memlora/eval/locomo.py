@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .errors import MemloraError
+from ..core.errors import MemloraError
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,12 @@ class LocomoSettings:
     update_top_k: int = 5
     raw_fallback: bool = True
     threads: int | None = 1
+    compare: str | None = None  # "pytorch": also run the eager reference, report task-level parity
+    db: str | None = None  # keep the backend's store in this new SQLite file
 
     def __post_init__(self) -> None:
+        if self.compare not in (None, "pytorch"):
+            raise MemloraError(f"unknown --compare {self.compare!r}", fix="use --compare pytorch")
         for name in ("conversations", "max_new_tokens", "answer_top_k", "update_top_k"):
             if getattr(self, name) < 1:
                 raise MemloraError(f"--{name.replace('_', '-')} must be >= 1")
@@ -63,7 +67,7 @@ class RunRecord:
 
 
 def _load(data_path: str | Path, n: int):
-    from .memory.locomo import load_locomo
+    from ..memory.locomo import load_locomo
 
     path = Path(data_path)
     if not path.is_file():
@@ -86,19 +90,12 @@ def run_backend(bundle: Path, conversations: Sequence, backend: str, s: LocomoSe
                 db: str | None, max_seq_len: int | None = None) -> tuple[dict, RunRecord]:
     """Ingest and answer ``conversations`` on one backend; return (summary, raw record).
 
-    ``max_seq_len`` overrides the runner's context limit: the reference run takes the compared
+    ``max_seq_len`` sets the runner's context limit: the reference run takes the compared
     backend's (a static KV cache truncates long prompts; the reference must truncate alike)."""
-    from .memory import GenerationSettings, LoopSettings, MemoryStore, Op
-    from .memory.metrics import score
-    from .runtime import ingest, open_bundle
+    from ..memory import GenerationSettings, LoopSettings, MemoryStore
+    from ..runtime import open_bundle
 
-    if backend == "pytorch" and s.threads:
-        import torch
-
-        torch.set_num_threads(s.threads)
-    session = open_bundle(bundle, backend, threads=s.threads)
-    if max_seq_len is not None:
-        session.runner.max_seq_len = max_seq_len
+    session = open_bundle(bundle, backend, threads=s.threads, max_seq_len=max_seq_len)
     gen = GenerationSettings(max_new_tokens=s.max_new_tokens, eos_ids=session.eos_ids)
     settings = LoopSettings(extract=gen, update=gen, answer=gen, update_top_k=s.update_top_k,
                             answer_top_k=s.answer_top_k)
@@ -108,33 +105,10 @@ def run_backend(bundle: Path, conversations: Sequence, backend: str, s: LocomoSe
     loop = session.loop(store, settings)
     rec = RunRecord()
     t0 = time.perf_counter()
-    turns = questions = 0
     try:
-        for conv in conversations:
-            users = [f"{conv.sample_id}:{conv.speaker_a}", f"{conv.sample_id}:{conv.speaker_b}"]
-            for sess in conv.sessions[: s.max_sessions]:
-                for turn in sess.turns[: s.max_turns]:
-                    n_update = loop.stats[Op.UPDATE].calls
-                    user = f"{conv.sample_id}:{turn.speaker}"
-                    ingest(loop, [_dialog(turn)], user, at=_date(sess), today=_date(sess),
-                           raw_fallback=s.raw_fallback)
-                    rec.outputs["extract"].append(loop.last_raw[Op.EXTRACT])
-                    if loop.stats[Op.UPDATE].calls > n_update:
-                        rec.outputs["update"].append(loop.last_raw[Op.UPDATE])
-                    turns += 1
-            qa = [q for q in conv.qa if q.category not in s.skip_categories][: s.questions]
-            for q in qa:
-                ans = loop.answer(q.question, users)
-                rec.outputs["answer"].append(loop.last_raw[Op.ANSWER])
-                sc = score(ans.text, q.answer)
-                rec.scores.append((q.category, sc.f1, sc.bleu1))
-                if len(rec.examples) < 5:
-                    rec.examples.append({"question": q.question, "gold": q.answer, "prediction": ans.text,
-                                         "memories": len(ans.memories), "f1": sc.f1})
-                questions += 1
+        turns, questions = _play(loop, conversations, s, rec)
         wall = time.perf_counter() - t0
-        memories = store.count()
-        history = len(store.history())
+        memories, history = store.count(), len(store.history())
         store.close()
         store_bytes = sum(p.stat().st_size for p in db_path.parent.glob(db_path.name + "*"))
         summary = {"backend": backend, "artifact": session.describe(), "max_seq_len": session.runner.max_seq_len,
@@ -149,8 +123,38 @@ def run_backend(bundle: Path, conversations: Sequence, backend: str, s: LocomoSe
     return summary, rec
 
 
+def _play(loop, conversations: Sequence, s: LocomoSettings, rec: RunRecord) -> tuple[int, int]:
+    """Every turn ingested, then every question answered; raw outputs and scores go to ``rec``."""
+    from ..memory import Op
+    from ..memory.ingest import ingest
+    from ..memory.metrics import score
+
+    turns = questions = 0
+    for conv in conversations:
+        users = [f"{conv.sample_id}:{conv.speaker_a}", f"{conv.sample_id}:{conv.speaker_b}"]
+        for sess in conv.sessions[: s.max_sessions]:
+            for turn in sess.turns[: s.max_turns]:
+                n_update = loop.stats[Op.UPDATE].calls
+                ingest(loop, [_dialog(turn)], f"{conv.sample_id}:{turn.speaker}", at=_date(sess),
+                       today=_date(sess), raw_fallback=s.raw_fallback)
+                rec.outputs["extract"].append(loop.last_raw[Op.EXTRACT])
+                if loop.stats[Op.UPDATE].calls > n_update:
+                    rec.outputs["update"].append(loop.last_raw[Op.UPDATE])
+                turns += 1
+        for q in [q for q in conv.qa if q.category not in s.skip_categories][: s.questions]:
+            ans = loop.answer(q.question, users)
+            rec.outputs["answer"].append(loop.last_raw[Op.ANSWER])
+            sc = score(ans.text, q.answer)
+            rec.scores.append((q.category, sc.f1, sc.bleu1))
+            if len(rec.examples) < 5:
+                rec.examples.append({"question": q.question, "gold": q.answer, "prediction": ans.text,
+                                     "memories": len(ans.memories), "f1": sc.f1})
+            questions += 1
+    return turns, questions
+
+
 def _dialog(turn):
-    from .memory import DialogTurn
+    from ..memory import DialogTurn
 
     return DialogTurn(turn.speaker, turn.display_text())
 
@@ -196,29 +200,25 @@ def task_parity(a: RunRecord, b: RunRecord) -> dict:
     return out
 
 
-def run_locomo(bundle: str | Path, data_path: str | Path, backend: str = "onnx", conversations: int = 1,
-               questions: int | None = None, compare: str | None = None, db: str | None = None,
-               skip_categories: Sequence[int] = (5,), max_sessions: int | None = None,
-               max_turns: int | None = None, max_new_tokens: int = 48, answer_top_k: int = 30,
-               raw_fallback: bool = True, threads: int | None = 1) -> dict:
-    """Run LoCoMo on ``bundle`` with ``backend``; with ``compare="pytorch"`` add task-level parity.
+def run_locomo(bundle: str | Path, data_path: str | Path, settings: LocomoSettings | None = None) -> dict:
+    """Run LoCoMo on ``bundle`` with ``settings.backend``; with ``compare="pytorch"`` add
+    task-level parity.
 
     Returns ``{"settings", "results": {backend: summary[, "pytorch": summary]}, "parity"?}``.
-    ``db`` keeps the backend's store in that SQLite file (the reference run always uses a temp one).
+    ``settings.db`` keeps the backend's store in that SQLite file (the reference run always uses a
+    temp one).
     """
-    if compare not in (None, "pytorch"):
-        raise MemloraError(f"unknown --compare {compare!r}", fix="use --compare pytorch")
-    s = LocomoSettings(backend, conversations, questions, max_sessions, max_turns, tuple(skip_categories),
-                       max_new_tokens, answer_top_k, raw_fallback=raw_fallback, threads=threads)
-    convs = _load(data_path, conversations)
-    if db is not None and Path(db).exists():
-        raise MemloraError("--db file already exists", db, "pass a new path (a run starts from an empty store)")
-    report: dict = {"settings": asdict(s) | {"data": str(data_path), "bundle": str(bundle),
-                                             "conversation_ids": [c.sample_id for c in convs], "cpu_count": os.cpu_count()},
+    s = settings or LocomoSettings()
+    convs = _load(data_path, s.conversations)
+    if s.db is not None and Path(s.db).exists():
+        raise MemloraError("--db file already exists", s.db, "pass a new path (a run starts from an empty store)")
+    meta = {k: v for k, v in asdict(s).items() if k not in ("compare", "db")}
+    report: dict = {"settings": meta | {"data": str(data_path), "bundle": str(bundle),
+                                        "conversation_ids": [c.sample_id for c in convs], "cpu_count": os.cpu_count()},
                     "results": {}}
-    summary, rec = run_backend(Path(bundle), convs, backend, s, db)
-    report["results"][backend] = summary
-    if compare:
+    summary, rec = run_backend(Path(bundle), convs, s.backend, s, s.db)
+    report["results"][s.backend] = summary
+    if s.compare:
         ref_summary, ref = run_backend(Path(bundle), convs, "pytorch", s, None, summary["max_seq_len"])
         report["results"]["pytorch"] = ref_summary
         report["parity"] = task_parity(rec, ref)

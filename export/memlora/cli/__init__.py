@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import MemloraError
+from ..core.errors import MemloraError
 
 app = typer.Typer(help="Export memory-augmented small language models with LoRA adapters for phones.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -40,11 +40,15 @@ def export(
     trust_remote_code: bool = typer.Option(False, help="Allow models that need custom code."),
     quiet: bool = typer.Option(False, help="No progress bars."),
     embedder: Optional[str] = typer.Option(None, help="Sentence embedder for retrieval: 'tiny' or an HF encoder folder."),
+    onnx_opset: int = typer.Option(18, help="ONNX: opset of the exported graphs (18 or newer)."),
+    coreml_target: str = typer.Option("iOS18", help="Core ML: minimum deployment target (iOS18 / macOS15 or newer)."),
+    executorch_threads: Optional[int] = typer.Option(None, help="ExecuTorch: threadpool size the runner uses by default."),
 ) -> None:
     """Export a model and its adapters to a bundle, with parity against PyTorch."""
-    from .config import AdapterMode, Precision, Quant, parse_backends, parse_choices
-    from .export import ExportOptions, run_export
-    from .sources import parse_adapter_args
+    from ..core.config import (AdapterMode, CoreMLConfig, ExecuTorchConfig, OnnxConfig, Precision, Quant,
+                               parse_backends, parse_choices)
+    from ..export import ExportOptions, run_export
+    from ..sources.resolve import parse_adapter_args
 
     try:
         opts = ExportOptions(
@@ -53,7 +57,8 @@ def export(
             quants=parse_choices(Quant, quant, "--quant"), precision=parse_choices(Precision, precision, "--precision")[0],
             group_size=group_size, max_seq_len=max_seq_len, parity_tokens=parity_tokens,
             check_parity=not no_parity, force=force, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-            embedder=embedder)
+            embedder=embedder, onnx=OnnxConfig(onnx_opset), coreml=CoreMLConfig(coreml_target),
+            executorch=ExecuTorchConfig(executorch_threads))
         manifest = run_export(opts, show_progress=not quiet)
     except MemloraError as e:
         _fail(e)
@@ -70,7 +75,7 @@ def parity(bundle: Path = typer.Argument(..., help="Bundle folder written by mem
            tokens: Optional[int] = typer.Option(None, help="Greedy tokens per prompt (default: as exported)."),
            json_out: bool = typer.Option(False, "--json", help="Print the parity blocks as JSON.")) -> None:
     """Re-check an existing bundle: file hashes, then parity of every artifact. Exit 1 on failure."""
-    from .recheck import recheck_bundle
+    from ..recheck import recheck_bundle
 
     try:
         report = recheck_bundle(bundle, n_tokens=tokens)
@@ -90,7 +95,7 @@ def parity(bundle: Path = typer.Argument(..., help="Bundle folder written by mem
 def preset(name: str = typer.Argument(..., help="Preset name (see `memlora presets`)."),
            out: Path = typer.Argument(..., help="Folder to write model/ and adapters/ into.")) -> None:
     """Write a built-in seeded preset: a real HF model folder and three PEFT adapters."""
-    from .presets import write_preset
+    from ..sources.presets import write_preset
 
     try:
         if out.exists() and any(out.iterdir()):
@@ -106,7 +111,7 @@ def preset(name: str = typer.Argument(..., help="Preset name (see `memlora prese
 @app.command()
 def presets() -> None:
     """List the built-in presets."""
-    from .presets import PRESETS
+    from ..sources.presets import PRESETS
 
     table = Table("preset", "family", "real size", "description")
     for p in PRESETS.values():
@@ -117,7 +122,7 @@ def presets() -> None:
 @app.command()
 def backends() -> None:
     """Which backends can export and run on this machine, and why not."""
-    from .backends import availability
+    from ..backends import availability
 
     table = Table("backend", "status")
     for name, reason in availability().items():
@@ -179,8 +184,8 @@ def bench(
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
 ) -> None:
     """Time every artifact against PyTorch eager: TTFT, prefill and decode speed, switching, RSS, disk."""
-    from .bench import run_bench
-    from .bench_report import table
+    from ..bench.run import run_bench
+    from ..bench.report import table
 
     def csv(text: Optional[str]) -> Optional[list[str]]:
         return [p.strip() for p in text.split(",") if p.strip()] if text else None
@@ -218,9 +223,9 @@ def chat(
     max_new_tokens: int = typer.Option(64, help="Token budget of each generation."),
 ) -> None:
     """Talk to the memory loop: each line is remembered, then answered from memory."""
-    from .chat_app import ChatOptions, quiet_loop_logs, run_chat
-    from .memory import MemoryStore
-    from .runtime import open_bundle
+    from ..chat import ChatOptions, quiet_loop_logs, run_chat
+    from ..memory import MemoryStore
+    from ..runtime import open_bundle
 
     try:
         session = open_bundle(bundle, backend)
@@ -246,7 +251,7 @@ def memories(
     limit: int = typer.Option(50, help="At most this many rows."),
 ) -> None:
     """List, search or delete stored memories."""
-    from .memory import MemoryStore
+    from ..memory import MemoryStore
 
     try:
         if not db.is_file():
@@ -294,14 +299,15 @@ def locomo(
     out: Optional[Path] = typer.Option(None, help="Write the full report as JSON here."),
 ) -> None:
     """Run the memory loop on LoCoMo: F1/BLEU-1 per category, time per operation, parity vs PyTorch."""
-    from .chat_app import quiet_loop_logs
-    from .locomo_eval import run_locomo
+    from ..chat import quiet_loop_logs
+    from ..eval.locomo import LocomoSettings, run_locomo
 
     restore_logs = quiet_loop_logs()  # counted as parse_failures instead
     try:
-        report = run_locomo(bundle, data, backend, conversations, questions, compare,
-                            str(db) if db else None, tuple(skip_category), max_sessions, max_turns,
-                            max_new_tokens, top_k, raw_fallback, threads or None)
+        settings = LocomoSettings(backend, conversations, questions, max_sessions, max_turns, tuple(skip_category),
+                                  max_new_tokens, top_k, raw_fallback=raw_fallback, threads=threads or None,
+                                  compare=compare, db=str(db) if db else None)
+        report = run_locomo(bundle, data, settings)
     except MemloraError as e:
         _fail(e)
     finally:

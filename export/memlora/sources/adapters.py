@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import MemloraError
+from ..core.errors import MemloraError
 
 _KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
 

@@ -18,13 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .backends import BACKENDS, get_backend
-from .bundle import MANIFEST, read_manifest
-from .errors import MemloraError
+from ..backends import exportable, get_backend
+from ..core.bundle import MANIFEST, read_manifest
+from ..core.errors import MemloraError
 
 SCHEMA = "memlora-bench/1"
-# Backends that export anywhere but only predict on one platform (coremltools refuses on Linux).
-_RUN_PLATFORMS = {"coreml": ("darwin", "Core ML prediction needs macOS; coremltools refuses predict on Linux")}
 
 
 @dataclass
@@ -46,20 +44,12 @@ class BenchResult:
 
 
 def runnable(backend: str) -> str | None:
-    """None if this backend's artifacts can be loaded and timed here, else the reason."""
-    platform_name, why = _RUN_PLATFORMS.get(backend, (sys.platform, ""))
-    if sys.platform != platform_name:  # an emulator's speed (Core ML's MIL-in-NumPy) is no figure
-        return why
+    """None if this backend's artifacts can be loaded and timed here, else the reason (an
+    emulator's speed, such as Core ML's MIL-in-NumPy off macOS, is no figure)."""
     try:
-        module = get_backend(backend)
+        return get_backend(backend).runnable()
     except MemloraError as e:
         return e.message
-    reason = module.available()
-    if reason:
-        return reason
-    if callable(getattr(module, "runnable", None)):  # a backend may tell export-only apart itself
-        return module.runnable()
-    return None
 
 
 def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[int] = (64, 256, 1024),
@@ -87,7 +77,7 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
         export_parity: check parity when exporting a model target.
         log: called with one line per step.
     """
-    from . import bench_env, bench_rows
+    from . import env as bench_env, rows as bench_rows
 
     say = log or (lambda _msg: None)
     if prompt_lens is None or not list(prompt_lens) or min(prompt_lens) < 1 or decode_tokens < 1 or repeats < 1:
@@ -113,10 +103,10 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
                "bandwidth": bench_env.memory_bandwidth(bandwidth_mb), "model": manifest["model"]}
         have = [a["name"] for a in manifest["adapters"]]
         names = list(adapters or have)
-        unknown = [n for n in names if n not in have] + [b for b in backends or [] if b not in BACKENDS]
+        unknown = [n for n in names if n not in have] + [b for b in backends or [] if b not in exportable()]
         if unknown:
             raise MemloraError(f"unknown adapter or backend {', '.join(unknown)}", bundle,
-                               f"adapters here: {', '.join(have)}; backends: {', '.join(BACKENDS)}")
+                               f"adapters here: {', '.join(have)}; backends: {', '.join(exportable())}")
         base_job = dict(adapters=names, switch_pair=(names if len(names) > 1 else have)[:2], decode_tokens=decode_tokens, repeats=repeats, warmup=warmup,
                         switch_repeats=switch_repeats, threads=threads, seed=0,
                         vocab_size=manifest["model"]["vocab_size"])
@@ -142,7 +132,7 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
         doc["machine"]["loadavg_end"] = bench_env.machine()["loadavg"]
     doc["rows"] = bench_rows.build_rows(results, reference, manifest, doc["bandwidth"]["gbps"])
     doc["summary"] = bench_rows.summarize(doc["rows"])
-    from . import bench_report
+    from . import report as bench_report
 
     json_path, md_path = out_dir / "bench.json", out_dir / "bench.md"
     json_path.write_text(json.dumps(doc, indent=1))
@@ -164,8 +154,8 @@ def _plan(artifact: dict, prompt_lens: Sequence[int], decode_tokens: int) -> tup
 
 def _reference_job(manifest: dict, work: Path, base_job: dict, plans: list, prompt_lens) -> dict:
     """PyTorch eager + PEFT from the bundle's source model, at every prompt length any artifact used."""
-    from .families import get_family
-    from .sources import reference_sources
+    from ..core.families import get_family
+    from ..sources.resolve import reference_sources
 
     model_dir, adapter_dirs = reference_sources(manifest, work / "reference")
     lens = sorted({n for _, p in plans for n in p["prompt_lens"]} | set(prompt_lens))
@@ -177,10 +167,10 @@ def _reference_job(manifest: dict, work: Path, base_job: dict, plans: list, prom
 
 
 def _export(model: str, out: Path, backends, modes, quants, parity: bool, say) -> Path:
-    from .config import AdapterMode, BackendName, Quant
-    from .export import ExportOptions, run_export
+    from ..core.config import AdapterMode, BackendName, Quant
+    from ..export import ExportOptions, run_export
 
-    names = list(backends) if backends else [b for b in BACKENDS if runnable(b) is None]
+    names = list(backends) if backends else [b for b in exportable() if runnable(b) is None]
     say(f"export {model} -> {', '.join(names)} x {', '.join(modes)} x {', '.join(quants)}")
     run_export(ExportOptions(out=out, model=model, backends=[BackendName(b) for b in names],
                              adapter_modes=[AdapterMode(m) for m in modes], quants=[Quant(q) for q in quants],
@@ -200,7 +190,7 @@ def _spawn(job: dict, timeout_s: float) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", "memlora.bench_worker"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "memlora.bench.worker"], stdin=subprocess.PIPE,
                                 stdout=out, stderr=err, env=env)
         proc.stdin.write(json.dumps(job).encode())
         proc.stdin.close()

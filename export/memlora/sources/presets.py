@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MemloraError
-from .families import ATTN, FAMILIES, MLP
+from ..core.errors import MemloraError
+from ..core.families import ATTN, FAMILIES, MLP
 
 DEFAULT_PRESET = "tiny-qwen2"
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .adapters import LoraAdapter, read_adapter
-from .errors import MemloraError
+from ..core.errors import MemloraError
 from .model_io import ModelInfo, inspect_model_dir, linear_shapes
 from .presets import DEFAULT_PRESET, PRESETS, write_preset
 

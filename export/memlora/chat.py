@@ -41,7 +41,7 @@ def run_chat(session, store, options: ChatOptions, read: Callable[[str], str] = 
     line; ``stream(text)`` prints generated text without a newline (default: buffered in ``write``).
     """
     from .memory import GenerationSettings, LoopSettings
-    from .runtime import remember_and_answer
+    from .memory.ingest import remember_and_answer
 
     gen = GenerationSettings(max_new_tokens=options.max_new_tokens, eos_ids=session.eos_ids)
     loop = session.loop(store, LoopSettings(extract=gen, update=gen, answer=gen))

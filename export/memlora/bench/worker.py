@@ -12,7 +12,6 @@ and resident), ``model_dir``/``adapter_dirs``/``attn_implementation`` (pytorch),
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import statistics
@@ -53,38 +52,23 @@ def stats(samples: list[float]) -> dict:
 def _open(job: dict):
     """Build the runner for the job; returns (runner, load seconds, weight bytes or None, threads used)."""
     threads = job.get("threads")
-    if job["kind"] == "pytorch":
-        import peft  # noqa: F401  (imported before the clock starts: load time is the model's)
-        import torch
-        import transformers  # noqa: F401
-
-        if threads:
-            torch.set_num_threads(threads)
-        from memlora.backends.pytorch_backend import TorchRunner
-
-        job["rss_runtime_kb"] = _status_kb("VmRSS")
-        t0 = time.perf_counter()
-        runner = TorchRunner(job["model_dir"], job["adapter_dirs"], job.get("attn_implementation", "eager"))
-        load_s = time.perf_counter() - t0
-        seen, weight_bytes = set(), 0
-        for p in runner.model.parameters():  # tied weights counted once
-            if p.data_ptr() not in seen:
-                seen.add(p.data_ptr())
-                weight_bytes += p.numel() * p.element_size()
-        return runner, load_s, weight_bytes, torch.get_num_threads()
     from memlora.backends import get_backend
-    from memlora.backends.base import Artifact
+    from memlora.core.artifact import Artifact
 
-    backend = get_backend(job["artifact"]["backend"])
+    backend = get_backend(job["kind"] if job["kind"] == "pytorch" else job["artifact"]["backend"])
     reason = backend.available()  # imports the runtime before the clock starts
     if reason:
         raise RuntimeError(reason)
-    artifact = Artifact.from_json(job["artifact"])
     job.setdefault("rss_runtime_kb", _status_kb("VmRSS"))
-    kwargs = {"threads": threads} if "threads" in inspect.signature(backend.load).parameters else {}
     t0 = time.perf_counter()
-    runner = backend.load(artifact, Path(job["root"]), **kwargs)
-    return runner, time.perf_counter() - t0, None, threads if kwargs else None
+    if job["kind"] == "pytorch":
+        from memlora.backends.pytorch import reference_runner
+
+        runner = reference_runner(job["model_dir"], job["adapter_dirs"], job.get("attn_implementation", "eager"),
+                                  threads=threads)
+    else:
+        runner = backend.load(Artifact.from_json(job["artifact"]), Path(job["root"]), threads=threads)
+    return runner, time.perf_counter() - t0, getattr(runner, "weight_bytes", None), runner.threads
 
 
 def _prompt(job: dict, n: int) -> list[int]:

@@ -226,7 +226,7 @@ def rerender(json_path: Path) -> list[Path]:
     """Recompute the summary from a bench.json's rows and rewrite bench.md and the plots beside it."""
     import json
 
-    from .bench_rows import summarize
+    from .rows import summarize
 
     json_path = Path(json_path)
     doc = json.loads(json_path.read_text())
