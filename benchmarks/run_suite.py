@@ -6,7 +6,7 @@
 
 Each preset is exported once (ONNX, plus ExecuTorch where it runs here; external and fused;
 none, int8, int4) into ``--work`` (default /tmp, never the repo: artifacts are not committed),
-then ``memlora.bench.run_bench`` writes bench.json, bench.md and the PNGs to ``--out/<preset>``.
+then ``memlora.bench.run.run_bench`` writes bench.json, bench.md and the PNGs to ``--out/<preset>``.
 Real sizes: external with all three adapters, fused (none, int4) for the timed adapter only,
 exported apart and merged into one bundle (symlinks), so a run fits a shared 2-core machine.
 A preset that will not fit in this machine's free memory is skipped with the reason written to

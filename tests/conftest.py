@@ -11,6 +11,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Backend export fixtures, shared by the backend's own tests and the contract test (registered
+# here once, so a session-scoped export is built once for every module that uses it).
+from coreml_fixtures import coreml_export, reference  # noqa: E402,F401
+from et_fixtures import et_case  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def preset_dir(tmp_path_factory):

@@ -1,5 +1,5 @@
 """ExecuTorch test fixtures: each (preset, mode, quant, adapters) exported and parity-checked once
-per session. Import into a test module with ``from et_fixtures import et_case, EtCase``."""
+per session. ``et_case`` is registered in conftest.py; import ``EtCase`` and the constants from here."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -21,52 +21,7 @@ from memlora.core.config import ExportSpec  # noqa: E402
 from memlora.core.errors import MemloraError  # noqa: E402
 from memlora.parity import check_parity  # noqa: E402
 
-SEQ = 64
-TOKENS = 16
-ADAPTERS = ["extract", "update", "answer"]
-
-
-@pytest.fixture(scope="session")
-def reference(preset_dir):
-    """Factory: ``reference(preset) -> TorchRunner`` with the preset's three adapters, built once."""
-    from memlora.backends.pytorch import reference_runner
-    from memlora.core.families import FAMILIES
-    from memlora.sources.presets import get_preset
-
-    cache = {}
-
-    def make(preset: str):
-        if preset not in cache:
-            model_dir, adapters = preset_dir(preset)
-            family = FAMILIES[get_preset(preset).model_type]
-            cache[preset] = reference_runner(model_dir, adapters, family.attn_implementation)
-        return cache[preset]
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def coreml_export(preset_dir, tmp_path_factory):
-    """Factory: ``coreml_export(preset, mode, quant, precision, adapters) -> (root, Artifact)``,
-    each combination exported once per session."""
-    from memlora.sources.resolve import resolve
-    from memlora.tasks.decoder import build_decoder_task
-
-    cache = {}
-
-    def make(preset: str, mode: str = "external", quant: str = "none", precision: str = "fp32",
-             adapters: tuple[str, ...] = tuple(ADAPTERS)):
-        key = (preset, mode, quant, precision, adapters)
-        if key not in cache:
-            model_dir, adapter_dirs = preset_dir(preset)
-            src = resolve(str(model_dir), {a: adapter_dirs[a] for a in adapters}, tmp_path_factory.mktemp("src"))
-            task = build_decoder_task(src.info, src.adapters)
-            root = tmp_path_factory.mktemp("coreml")
-            spec = ExportSpec("coreml", mode, quant, precision, group_size=32, max_seq_len=SEQ)
-            cache[key] = (root, get_backend("coreml").export(task, spec, root))
-        return cache[key]
-
-    return make
+from coreml_fixtures import ADAPTERS, SEQ, TOKENS  # noqa: E402,F401  (coreml_export, reference: conftest)
 
 
 def _prompts(preset_dir, preset: str):
@@ -134,24 +89,6 @@ def test_graph_keeps_cache_in_state_and_lora_unfused(coreml_export):
     # fp32 export: float16 state (the only kind Core ML has) split hi/lo for fp32 checking.
     assert set(fn.states) == {"key_cache", "value_cache", "key_cache_lo", "value_cache_lo"}
     assert all(dtype == np.float16 for _, dtype in fn.states.values())
-
-
-def test_runner_switch_resets_and_context_limit(coreml_export):
-    root, art = coreml_export("tiny-qwen2")
-    runner = get_backend("coreml").load(art, root)
-    ids = [5, 17, 230, 9, 44]
-    a = runner.prefill(ids)
-    runner.set_adapter("update")
-    b = runner.prefill(ids)
-    runner.set_adapter("extract")
-    np.testing.assert_array_equal(runner.prefill(ids), a)  # the cache was dropped on switch
-    assert np.abs(a - b).max() > 0.1
-    runner.set_adapter(None)  # the bare base function
-    assert np.abs(runner.prefill(ids) - a).max() > 0.1
-    runner.reset()
-    runner.prefill(list(range(SEQ - 2)))
-    with pytest.raises(MemloraError, match="KV cache full"):
-        runner.prefill([1, 2, 3])
 
 
 # --- every family, fp16 (the device default) -----------------------------------------------------
@@ -239,29 +176,6 @@ def test_evaluator_state_semantics():
 
 
 # --- the CLI ---------------------------------------------------------------------------------------
-
-def test_cli_onnx_and_coreml_in_one_bundle(preset_dir, tmp_path):
-    import json
-
-    from typer.testing import CliRunner
-
-    from memlora.cli import app
-
-    model_dir, adapters = preset_dir("tiny-qwen2")
-    out = tmp_path / "bundle"
-    result = CliRunner().invoke(app, [
-        "export", "--out", str(out), "--model", str(model_dir), "--adapter", f"extract={adapters['extract']}",
-        "--backend", "onnx,coreml", "--max-seq-len", str(SEQ), "--parity-tokens", "8", "--quiet"])
-    assert result.exit_code == 0, result.output
-    manifest = json.loads((out / "manifest.json").read_text())
-    by_backend = {a["backend"]: a for a in manifest["artifacts"]}
-    assert set(by_backend) == {"onnx", "coreml"}
-    assert all(a["parity"]["passed"] for a in by_backend.values())
-    coreml = by_backend["coreml"]
-    assert coreml["meta"]["numerics"] == "mil-numpy" and coreml["meta"]["functions"] == {"base": "base",
-                                                                                          "extract": "extract"}
-    assert (out / coreml["files"]["model"] / "Manifest.json").is_file()
-
 
 @pytest.mark.slow
 def test_multifunction_package_within_115_percent_at_small_size(tmp_path, monkeypatch):

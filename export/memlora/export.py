@@ -11,6 +11,7 @@ from pathlib import Path
 from . import __version__
 from .backends import get_backend
 from .core.bundle import atomic_dir, write_manifest
+from .core.manifest import Manifest
 from .core.config import (AdapterMode, BackendName, CoreMLConfig, ExecuTorchConfig, ExportSpec, OnnxConfig,
                           Precision, Quant)
 from .extras import check_embedder_arg, write_bundle_extras
@@ -92,7 +93,7 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
                 if reference is not None:
                     progress.update(job, description=f"parity {artifact.key}")
                     artifact.parity = artifact_parity(backend, artifact, tmp, reference, ids, opts.parity_tokens)
-                manifest["artifacts"].append(artifact.to_json())
+                manifest.artifacts.append(artifact)
                 progress.advance(job)
             progress.update(job, description="prompts, conformance.json, embedder")
             write_bundle_extras(tmp, manifest, reference, opts.embedder)
@@ -100,13 +101,13 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
     return manifest
 
 
-def _base_manifest(src) -> dict:
+def _base_manifest(src) -> Manifest:
     info = src.info
     cfg = info.config
-    return {
-        "memlora_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": {
+    return Manifest(
+        memlora_version=__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        model={
             "family": info.family.model_type,
             "chat_format": info.family.chat_format,
             "source": src.record,
@@ -117,7 +118,6 @@ def _base_manifest(src) -> dict:
             "bos_token_id": cfg.get("bos_token_id"),
             "eos_token_id": cfg.get("eos_token_id"),
         },
-        "tokenizer": "tokenizer.json",
-        "adapters": [a.summary() for a in src.adapters.values()],
-        "artifacts": [],
-    }
+        tokenizer="tokenizer.json",
+        adapters=[a.summary() for a in src.adapters.values()],
+    )

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from .conformance import TOKENIZER_SAMPLES, build_conformance
 from .core.errors import MemloraError, ParityFailure
+from .core.manifest import Manifest
 
 
-def write_bundle_extras(root: Path, manifest: dict, reference=None, embedder: str | None = None) -> None:
+def write_bundle_extras(root: Path, manifest: Manifest, reference=None, embedder: str | None = None) -> None:
     """Write ``prompts/``, ``conformance.json`` and (``embedder`` given) ``embedder/`` into the
     bundle being built at ``root``, and record them in ``manifest`` (updated in place).
 
@@ -24,23 +25,22 @@ def write_bundle_extras(root: Path, manifest: dict, reference=None, embedder: st
     root = Path(root)
     write_templates(root / "prompts")
     templates = load_templates(root / "prompts")
-    tokenizer = Tokenizer.from_file(str(root / manifest.get("tokenizer", "tokenizer.json")))
+    tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer))
     own = reference is None
     if own:
         from .backends.pytorch import reference_from_manifest
 
-        reference = reference_from_manifest(manifest)
+        reference = reference_from_manifest(manifest.to_json())
     try:
-        adapters = [a["name"] for a in manifest.get("adapters", [])] or list(reference.adapters)
-        doc = build_conformance(tokenizer, manifest["model"]["chat_format"], templates, reference, adapters)
+        adapters = [a["name"] for a in manifest.adapters] or list(reference.adapters)
+        doc = build_conformance(tokenizer, manifest.model["chat_format"], templates, reference, adapters)
     finally:
         if own:
             reference.close()
     (root / "conformance.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    manifest["prompts"] = "prompts"
-    manifest["conformance"] = "conformance.json"
+    manifest.prompts, manifest.conformance = "prompts", "conformance.json"
     if embedder:
-        manifest["embedder"] = add_embedder(root, embedder)
+        manifest.embedder = add_embedder(root, embedder)
 
 
 def check_embedder_arg(name_or_path: str) -> None:

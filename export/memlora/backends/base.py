@@ -15,6 +15,7 @@ torch: export and run sides live in its ``export.py`` and ``runner.py``.
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,13 +37,24 @@ class Backend:
     name: BackendName
     #: run-only backends (the PyTorch reference) have no export side.
     exports: bool = True
-    #: the compute precision is part of the artifact's folder name (``external-none-fp16``).
+    #: the backend has a compute-precision choice, recorded in the artifact and its folder name
+    #: (``external-none-fp16``); the others always compute in fp32.
     precision_in_folder: bool = False
     #: the KV cache has a fixed capacity (the artifact records max_seq_len); ONNX grows its cache.
     static_cache: bool = True
 
+    #: modules this backend needs, and the pip extra that installs them.
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+
     def available(self) -> str | None:
         """``None`` when this backend works here, else the reason (a missing package)."""
+        for module in self.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                hint = f" (pip install memlora[{self.extra}])" if self.extra else ""
+                return f"missing package {e.name}{hint}"
         return None
 
     def runnable(self) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from ..core.artifact import Artifact
-from ..core.config import AdapterMode, ExportSpec
+from ..core.config import AdapterMode, ExportSpec, Precision
 from ..core.errors import ExportFailure
 
 if TYPE_CHECKING:
@@ -70,8 +70,10 @@ class ExportJob:
     def artifact(self) -> Artifact:
         self.meta["export_seconds"] = round(time.perf_counter() - self.started, 2)
         static = self.spec.max_seq_len if self.backend.static_cache else None
+        # Only a backend with a precision choice (Core ML) computes in anything but fp32.
+        precision = self.spec.precision if self.backend.precision_in_folder else Precision.FP32
         return Artifact(self.backend.name, self.spec.adapter_mode, self.spec.quant, list(self.task.adapters),
-                        self.files, static, self.meta, precision=self.spec.precision)
+                        self.files, static, self.meta, precision=precision)
 
 
 def export_failure(backend: str, stage: str, exc: BaseException, family: str | None, path, fix: str) -> ExportFailure:

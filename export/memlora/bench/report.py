@@ -237,7 +237,7 @@ def rerender(json_path: Path) -> list[Path]:
     return [md, *plots(doc, json_path.parent)]
 
 
-if __name__ == "__main__":  # python -m memlora.bench_report OUT/bench.json
+if __name__ == "__main__":  # python -m memlora.bench.report OUT/bench.json
     import sys
 
     print(*rerender(Path(sys.argv[1])), sep="\n")

@@ -135,44 +135,57 @@ def _add_ratios(rows: list[dict]) -> None:
                              note="fused decode tok/s / external decode tok/s - 1 (time overhead of external LoRA)"))
 
 
+def _pick(ok: list[dict], metric: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = defaultdict(list)
+    for r in ok:
+        if r["metric"] == metric:
+            out[r["runner"]].append(r)
+    return out
+
+
+def _med(rs: list[dict], field: str = "value") -> float | None:
+    vals = [r[field] for r in rs if r.get(field) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
 def summarize(rows: list[dict]) -> dict:
     """The goal figures: best export vs eager per quant, roofline, external overhead, switching, memory."""
     ok = [r for r in rows if r["status"] == "ok" and r.get("value") is not None]
-
-    def pick(metric: str) -> dict[str, list[dict]]:
-        out: dict[str, list[dict]] = defaultdict(list)
-        for r in ok:
-            if r["metric"] == metric:
-                out[r["runner"]].append(r)
-        return out
-
-    def med(rs: list[dict], field: str = "value") -> float | None:
-        vals = [r[field] for r in rs if r.get(field) is not None]
-        return statistics.median(vals) if vals else None
-
-    decode = pick("decode_tps")
-    eager = med(decode.get("pytorch/eager/none", []))
+    decode = _pick(ok, "decode_tps")
+    eager = _med(decode.get("pytorch/eager/none", []))
     best: dict = {}
     for runner, rs in decode.items():
         quant = rs[0]["quant"]
-        if rs[0]["backend"] == "pytorch" or (quant in best and best[quant]["decode_tps"] >= med(rs)):
+        if rs[0]["backend"] == "pytorch" or (quant in best and best[quant]["decode_tps"] >= _med(rs)):
             continue
-        best[quant] = dict(runner=runner, decode_tps=med(rs), eager_tps=eager, ratio=med(rs) / eager if eager else None,
-                           roofline_fraction=med(rs, "roofline_fraction"), achieved_gbps=med(rs, "achieved_gbps"))
+        best[quant] = dict(runner=runner, decode_tps=_med(rs), eager_tps=eager, ratio=_med(rs) / eager if eager else None,
+                           roofline_fraction=_med(rs, "roofline_fraction"), achieved_gbps=_med(rs, "achieved_gbps"))
     t = TARGETS
     overhead = {k: dict(mean=statistics.mean(r["value"] for r in rs), per_adapter={r["adapter"]: r["value"] for r in rs},
-                        target=t["external_overhead"]) for k, rs in pick("decode_overhead_vs_fused").items()}
+                        target=t["external_overhead"]) for k, rs in _pick(ok, "decode_overhead_vs_fused").items()}
     # The switching target is for external adapters; eager and fused (a model reload) are context.
     switch = {k: dict(call_ms=rs[0]["value"], target=t["switch_ms"] if rs[0]["adapter_mode"] == "external" else None)
-              for k, rs in pick("switch_ms").items()}
-    for k, rs in pick("switch_effective_ms").items():
+              for k, rs in _pick(ok, "switch_ms").items()}
+    for k, rs in _pick(ok, "switch_effective_ms").items():
         switch.setdefault(k, {})["effective_ms"] = rs[0]["value"]
     for v in overhead.values():
         v["met"] = v["mean"] <= t["external_overhead"]
     for v in switch.values():
         v["met"] = None if v.get("target") is None else max(v["call_ms"], v.get("effective_ms") or 0) <= v["target"]
+    skipped = {r["runner"]: f"{r['status']}: {r.get('reason')}" for r in rows if r["metric"] == "run"}
+    return dict(decode_vs_eager=best, external_overhead=overhead, switch=switch, memory=_memory(ok),
+                not_measured=skipped)
+
+
+def _memory(ok: list[dict]) -> dict:
+    """Disk and RSS of external adapters against fused models, per backend and quant."""
+    t = TARGETS
     memory: dict = {}
-    by_runner = {m: pick(m) for m in ("disk_total_bytes", "disk_bytes", "peak_rss_mb", "resident_peak_rss_mb")}
+    by_runner = {m: _pick(ok, m) for m in ("disk_total_bytes", "disk_bytes", "peak_rss_mb", "resident_peak_rss_mb")}
     for runner, rs in by_runner["disk_total_bytes"].items():
         backend, mode, quant = runner.split("/")
         fused_runner = f"{backend}/fused/{quant}"
@@ -188,23 +201,18 @@ def summarize(rows: list[dict]) -> dict:
         m["disk_ratio_external"] = m["disk_external_bytes"] / one
         m["disk_ratio_fused_all"] = m["disk_fused_all_bytes"] / one
         ext, fused = by_runner["peak_rss_mb"].get(runner, []), by_runner["peak_rss_mb"].get(fused_runner, [])
-        ext_rss, fused_rss = med(ext), med(fused)
+        ext_rss, fused_rss = _med(ext), _med(fused)
         res_rows = by_runner["resident_peak_rss_mb"].get(fused_runner, [])
-        resident, resident_model = med(res_rows), med(res_rows, "model_rss_mb")
-        # Model memory: peak minus the process after importing the runtime (Python, and torch,
-        # which the ONNX backend module imports) - what an app embedding the runtime would add.
-        ext_model, fused_model = med(ext, "model_rss_mb"), med(fused, "model_rss_mb")
-
-        def ratio(a, b):
-            return a / b if a and b else None
-
+        resident, resident_model = _med(res_rows), _med(res_rows, "model_rss_mb")
+        # Model memory: peak minus the process after importing the runtime (Python, and torch
+        # where a runtime imports it) - what an app embedding the runtime would add.
+        ext_model, fused_model = _med(ext, "model_rss_mb"), _med(fused, "model_rss_mb")
         m.update(rss_external_mb=ext_rss, rss_fused_one_mb=fused_rss, rss_fused_resident_mb=resident,
-                 rss_ratio_external=ratio(ext_rss, fused_rss), rss_ratio_fused_resident=ratio(resident, fused_rss),
+                 rss_ratio_external=_ratio(ext_rss, fused_rss), rss_ratio_fused_resident=_ratio(resident, fused_rss),
                  model_rss_external_mb=ext_model, model_rss_fused_one_mb=fused_model,
-                 model_rss_ratio_external=ratio(ext_model, fused_model),
-                 model_rss_ratio_fused_resident=ratio(resident_model, fused_model))
+                 model_rss_ratio_external=_ratio(ext_model, fused_model),
+                 model_rss_ratio_fused_resident=_ratio(resident_model, fused_model))
         judged = m["model_rss_ratio_external"] or m["rss_ratio_external"] or 99
         m["met"] = m["disk_ratio_external"] <= t["memory_ratio"] and judged <= t["memory_ratio"]
         memory[f"{backend}/{quant}"] = m
-    skipped = {r["runner"]: f"{r['status']}: {r.get('reason')}" for r in rows if r["metric"] == "run"}
-    return dict(decode_vs_eager=best, external_overhead=overhead, switch=switch, memory=memory, not_measured=skipped)
+    return memory

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 from ..backends import exportable, get_backend
 from ..core.bundle import MANIFEST, read_manifest
 from ..core.errors import MemloraError
+from .job import BenchJob
 
 SCHEMA = "memlora-bench/1"
 
@@ -67,17 +68,14 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
         decode_tokens: greedy tokens per decode run, after a ``prompt_lens[0]`` prompt.
         repeats, warmup: timed and untimed runs per measurement; rows give median, min and max.
         threads: CPU threads for every runtime (default: all usable CPUs, set explicitly for all).
-        backends: only these backends' artifacts (default: every artifact in the bundle; for a
-            model target, every backend that can run here).
-        adapters: only these adapters are timed (default: all); a-b-a switching uses the first two
-            of them, or of the bundle's adapters when fewer are timed.
-        adapter_modes, quants: only these artifacts; for a model target, what to export
-            (default external + fused x none, int8, int4).
-        resident: also time peak RSS with every fused model resident at once.
-        export_parity: check parity when exporting a model target.
-        log: called with one line per step.
+        backends, adapter_modes, quants: only these artifacts (default: all in the bundle); for a model
+            target, what to export (default: every backend that runs here, external + fused x none, int8, int4).
+        adapters: only these are timed (default: all); a-b-a switching takes the first two of them
+            (or of the bundle's). resident: also peak RSS with every fused model resident at once.
+        export_parity: check parity when exporting a model target. log: called with one line a step.
     """
-    from . import env as bench_env, rows as bench_rows
+    from . import env as bench_env
+    from . import rows as bench_rows
 
     say = log or (lambda _msg: None)
     if prompt_lens is None or not list(prompt_lens) or min(prompt_lens) < 1 or decode_tokens < 1 or repeats < 1:
@@ -94,44 +92,57 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
         manifest = read_manifest(bundle)
         settings = dict(target=str(target), bundle=str(bundle), prompt_lens=list(prompt_lens),
                         decode_tokens=decode_tokens, repeats=repeats, warmup=warmup, threads=threads,
-                        switch_repeats=switch_repeats, backends=list(backends) if backends else None,
-                        adapter_modes=list(adapter_modes) if adapter_modes else None,
-                        quants=list(quants) if quants else None)
+                        switch_repeats=switch_repeats, **{k: list(v) if v else None for k, v in (
+                            ("backends", backends), ("adapter_modes", adapter_modes), ("quants", quants))})
         say(f"memory bandwidth ({bandwidth_mb} MiB copy)")
         doc = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": bench_env.machine(), "versions": bench_env.versions(), "settings": settings,
                "bandwidth": bench_env.memory_bandwidth(bandwidth_mb), "model": manifest["model"]}
-        have = [a["name"] for a in manifest["adapters"]]
-        names = list(adapters or have)
-        unknown = [n for n in names if n not in have] + [b for b in backends or [] if b not in exportable()]
-        if unknown:
-            raise MemloraError(f"unknown adapter or backend {', '.join(unknown)}", bundle,
-                               f"adapters here: {', '.join(have)}; backends: {', '.join(exportable())}")
-        base_job = dict(adapters=names, switch_pair=(names if len(names) > 1 else have)[:2], decode_tokens=decode_tokens, repeats=repeats, warmup=warmup,
-                        switch_repeats=switch_repeats, threads=threads, seed=0,
-                        vocab_size=manifest["model"]["vocab_size"])
+        base_job = _base_job(manifest, bundle, adapters, backends, decode_tokens=decode_tokens, repeats=repeats,
+                             warmup=warmup, switch_repeats=switch_repeats, threads=threads)
         plans = [_plan(a, prompt_lens, decode_tokens) for a in manifest["artifacts"]
                  if all(not want or a[k] in want for k, want in
                         (("backend", backends), ("adapter_mode", adapter_modes), ("quant", quants)))]
-        results = []
-        for art, plan in plans:
-            reason = runnable(art["backend"])
-            if reason:
-                results.append(dict(artifact=art, plan=plan, unavailable=reason))
-                continue
-            say(f"bench {art['backend']}/{art['adapter_mode']}/{art['quant']}")
-            job = dict(base_job, **plan, kind="artifact", root=str(bundle), artifact=art)
-            results.append(dict(artifact=art, plan=plan, run=_spawn(job, timeout_s)))
-            if resident and art["adapter_mode"] == "fused" and len(art["adapters"]) > 1:
-                results[-1]["resident"] = _spawn(dict(job, kind="resident"), timeout_s)
+        results = _measure(plans, base_job, bundle, resident, timeout_s, say)
         say("bench pytorch eager (reference)")
         ref = _reference_job(manifest, Path(work), base_job, plans, prompt_lens)
-        preset_file = Path(ref["model_dir"]) / "memlora_preset.json"  # written by memlora presets
+        preset_file = Path(ref.model_dir) / "memlora_preset.json"  # written by memlora presets
         doc["model_name"] = json.loads(preset_file.read_text())["preset"] if preset_file.is_file() else None
-        reference = dict(plan=ref["plan"], run=_spawn(ref, timeout_s))
+        reference = dict(plan=ref.plan(), run=_spawn(ref, timeout_s))
         doc["machine"]["loadavg_end"] = bench_env.machine()["loadavg"]
     doc["rows"] = bench_rows.build_rows(results, reference, manifest, doc["bandwidth"]["gbps"])
     doc["summary"] = bench_rows.summarize(doc["rows"])
+    return _write(doc, out_dir, plots)
+
+def _base_job(manifest: dict, bundle: Path, adapters, backends, **settings) -> BenchJob:
+    """What every job shares; unknown adapter or backend names fail here, naming what exists."""
+    have = [a["name"] for a in manifest["adapters"]]
+    names = list(adapters or have)
+    unknown = [n for n in names if n not in have] + [b for b in backends or [] if b not in exportable()]
+    if unknown:
+        raise MemloraError(f"unknown adapter or backend {', '.join(unknown)}", bundle,
+                           f"adapters here: {', '.join(have)}; backends: {', '.join(exportable())}")
+    return BenchJob(adapters=names, switch_pair=(names if len(names) > 1 else have)[:2], seed=0,
+                    vocab_size=manifest["model"]["vocab_size"], **settings)
+
+def _measure(plans: list, base_job: BenchJob, bundle: Path, resident: bool, timeout_s: float, say) -> list[dict]:
+    """One worker process per artifact (plus one with every fused model resident); an artifact this
+    machine cannot run is listed with the reason."""
+    results = []
+    for art, plan in plans:
+        reason = runnable(art["backend"])
+        if reason:
+            results.append(dict(artifact=art, plan=plan, unavailable=reason))
+            continue
+        say(f"bench {art['backend']}/{art['adapter_mode']}/{art['quant']}")
+        job = base_job.but(**plan, kind="artifact", root=str(bundle), artifact=art)
+        results.append(dict(artifact=art, plan=plan, run=_spawn(job, timeout_s)))
+        if resident and art["adapter_mode"] == "fused" and len(art["adapters"]) > 1:
+            results[-1]["resident"] = _spawn(job.but(kind="resident"), timeout_s)
+    return results
+
+
+def _write(doc: dict, out_dir: Path, plots: bool) -> BenchResult:
     from . import report as bench_report
 
     json_path, md_path = out_dir / "bench.json", out_dir / "bench.md"
@@ -139,7 +150,6 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
     md_path.write_text(bench_report.markdown(doc))
     pngs = bench_report.plots(doc, out_dir) if plots else []
     return BenchResult(doc, json_path, md_path, pngs)
-
 
 def _plan(artifact: dict, prompt_lens: Sequence[int], decode_tokens: int) -> tuple[dict, dict]:
     """Prompt lengths and decode length for one artifact, clipped to its KV-cache capacity."""
@@ -152,18 +162,17 @@ def _plan(artifact: dict, prompt_lens: Sequence[int], decode_tokens: int) -> tup
     return artifact, plan
 
 
-def _reference_job(manifest: dict, work: Path, base_job: dict, plans: list, prompt_lens) -> dict:
+def _reference_job(manifest: dict, work: Path, base_job: BenchJob, plans: list, prompt_lens) -> BenchJob:
     """PyTorch eager + PEFT from the bundle's source model, at every prompt length any artifact used."""
     from ..core.families import get_family
     from ..sources.resolve import reference_sources
 
     model_dir, adapter_dirs = reference_sources(manifest, work / "reference")
     lens = sorted({n for _, p in plans for n in p["prompt_lens"]} | set(prompt_lens))
-    plan = dict(prompt_lens=lens, decode_tokens=base_job["decode_tokens"], decode_prompt_len=list(prompt_lens)[0],
-                requested_prompt_lens=list(prompt_lens), max_seq_len=None)
-    return dict(base_job, **plan, plan=plan, kind="pytorch", model_dir=str(model_dir),
-                adapter_dirs={n: str(p) for n, p in adapter_dirs.items()},
-                attn_implementation=get_family(manifest["model"]["family"]).attn_implementation)
+    return base_job.but(prompt_lens=lens, decode_prompt_len=list(prompt_lens)[0], requested_prompt_lens=list(prompt_lens),
+                        max_seq_len=None, kind="pytorch", model_dir=str(model_dir),
+                        adapter_dirs={n: str(p) for n, p in adapter_dirs.items()},
+                        attn_implementation=get_family(manifest["model"]["family"]).attn_implementation)
 
 
 def _export(model: str, out: Path, backends, modes, quants, parity: bool, say) -> Path:
@@ -178,21 +187,22 @@ def _export(model: str, out: Path, backends, modes, quants, parity: bool, say) -
     return out
 
 
-def _spawn(job: dict, timeout_s: float) -> dict:
+def _spawn(job: BenchJob | dict, timeout_s: float) -> dict:
     """Run one job in a fresh interpreter (so runtimes never share memory); returns its result.
 
     Peak RSS comes from the child itself (``peak_rss_kb``): wait4's ``ru_maxrss`` would include
     this parent's own peak, which Linux carries into a forked child."""
     import memlora
 
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(job["threads"]))
+    job = job if isinstance(job, BenchJob) else BenchJob.from_json(job)
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(job.threads))
     pkg_root = str(Path(memlora.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([sys.executable, "-m", "memlora.bench.worker"], stdin=subprocess.PIPE,
                                 stdout=out, stderr=err, env=env)
-        proc.stdin.write(json.dumps(job).encode())
+        proc.stdin.write(json.dumps(job.to_json()).encode())
         proc.stdin.close()
         timer = threading.Timer(timeout_s, proc.kill)
         timer.start()

@@ -12,9 +12,9 @@ from typing import Iterator
 
 from .errors import MemloraError
 
+from .manifest import FORMAT, FORMAT_VERSION, Manifest
+
 MANIFEST = "manifest.json"
-FORMAT = "memlora-bundle"
-FORMAT_VERSION = 1
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -70,17 +70,19 @@ def list_files(root: Path) -> list[dict]:
     return rows
 
 
-def write_manifest(root: Path, manifest: dict) -> dict:
-    """Fill in the file list and write ``manifest.json`` (temp file + rename)."""
-    manifest = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, files=list_files(root))
+def write_manifest(root: Path, manifest: Manifest | dict) -> dict:
+    """Fill in the file list and write ``manifest.json`` (temp file + rename); returns it as JSON."""
+    record = manifest if isinstance(manifest, Manifest) else Manifest.from_json(manifest)
+    record.format, record.format_version, record.files = FORMAT, FORMAT_VERSION, list_files(root)
+    data = record.to_json()
     tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False))
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
     tmp.replace(root / MANIFEST)
-    return manifest
+    return data
 
 
 def read_manifest(root: Path) -> dict:
-    """Read and sanity-check a bundle manifest."""
+    """Read and sanity-check a bundle manifest (as JSON; :func:`load_manifest` gives the record)."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise MemloraError("no manifest.json", root, "point at a folder written by memlora export")
@@ -94,6 +96,11 @@ def read_manifest(root: Path) -> dict:
         raise MemloraError(f"bundle format {manifest['format_version']} is newer than this memlora", path,
                            "upgrade memlora")
     return manifest
+
+
+def load_manifest(root: Path) -> Manifest:
+    """:func:`read_manifest` as a typed :class:`Manifest`."""
+    return Manifest.from_json(read_manifest(root))
 
 
 def verify_files(root: Path, manifest: dict) -> list[str]:

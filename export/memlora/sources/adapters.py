@@ -86,6 +86,19 @@ def read_adapter(name: str, path: str | Path, linears: dict[str, tuple[int, int]
     except Exception as e:  # damaged files raise several error types
         raise MemloraError(f"corrupt safetensors file ({type(e).__name__})", w_file, "re-save the adapter") from None
 
+    pairs = _pairs(tensors, w_file)
+    r0, alpha0 = int(cfg["r"]), float(cfg["lora_alpha"])
+    adapter = LoraAdapter(name, path, r0, alpha0, sorted({k.rsplit(".", 1)[-1] for k in pairs}),
+                          sha256=hashlib.sha256(w_file.read_bytes()).hexdigest())
+    for module, ab in sorted(pairs.items()):
+        adapter.weights[module] = _module_weights(module, ab, linears, cfg, cfg_file, w_file)
+    if not adapter.weights:
+        raise MemloraError("adapter holds no LoRA weights", w_file, "re-save the adapter")
+    return adapter
+
+
+def _pairs(tensors: dict, w_file: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """``{module: {"A": tensor, "B": tensor}}`` from a PEFT state dict; anything else is refused."""
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in tensors.items():
         m = _KEY.match(key)
@@ -93,34 +106,32 @@ def read_adapter(name: str, path: str | Path, linears: dict[str, tuple[int, int]
             raise MemloraError(f"unexpected tensor {key!r} (not a LoRA A/B weight)", w_file,
                                "export a plain LoRA adapter (no modules_to_save, no embeddings)")
         pairs.setdefault(m["module"], {})[m["ab"]] = t.float()
+    return pairs
 
+
+def _module_weights(module: str, ab: dict, linears: dict, cfg: dict, cfg_file: Path, w_file: Path) -> LoraWeights:
+    """One module's checked A/B and its scale (rank and alpha patterns, rsLoRA)."""
     r0, alpha0 = int(cfg["r"]), float(cfg["lora_alpha"])
-    adapter = LoraAdapter(name, path, r0, alpha0, sorted({k.rsplit(".", 1)[-1] for k in pairs}),
-                          sha256=hashlib.sha256(w_file.read_bytes()).hexdigest())
-    for module, ab in sorted(pairs.items()):
-        if module not in linears:
-            raise MemloraError(f"adapter targets {module!r}, which the base model does not have", w_file,
-                               "use the adapter trained for this base model")
-        if set(ab) != {"A", "B"}:
-            raise MemloraError(f"module {module!r} has only lora_{''.join(ab)}", w_file, "re-save the adapter")
-        A, B = ab["A"], ab["B"]
-        fan_in, fan_out = linears[module]
-        r = A.shape[0]
-        if A.shape != (r, fan_in) or B.shape != (fan_out, r):
-            raise MemloraError(
-                f"shape mismatch at {module}: A {tuple(A.shape)}, B {tuple(B.shape)} vs base layer "
-                f"{fan_in}->{fan_out}", w_file, "this adapter was made for another base model; use a matching one")
-        if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
-            raise MemloraError(f"NaN or Inf in {module}", w_file, "retrain or re-save the adapter")
-        rank = _pattern(cfg.get("rank_pattern") or {}, module, r0)
-        alpha = float(_pattern(cfg.get("alpha_pattern") or {}, module, alpha0))
-        if rank != r:
-            raise MemloraError(f"{module}: rank {r} in weights but {rank} in config", cfg_file, "re-save the adapter")
-        scale = alpha / (r ** 0.5 if cfg.get("use_rslora") else r)
-        adapter.weights[module] = LoraWeights(A, B, scale)
-    if not adapter.weights:
-        raise MemloraError("adapter holds no LoRA weights", w_file, "re-save the adapter")
-    return adapter
+    if module not in linears:
+        raise MemloraError(f"adapter targets {module!r}, which the base model does not have", w_file,
+                           "use the adapter trained for this base model")
+    if set(ab) != {"A", "B"}:
+        raise MemloraError(f"module {module!r} has only lora_{''.join(ab)}", w_file, "re-save the adapter")
+    A, B = ab["A"], ab["B"]
+    fan_in, fan_out = linears[module]
+    r = A.shape[0]
+    if A.shape != (r, fan_in) or B.shape != (fan_out, r):
+        raise MemloraError(
+            f"shape mismatch at {module}: A {tuple(A.shape)}, B {tuple(B.shape)} vs base layer "
+            f"{fan_in}->{fan_out}", w_file, "this adapter was made for another base model; use a matching one")
+    if not (torch.isfinite(A).all() and torch.isfinite(B).all()):
+        raise MemloraError(f"NaN or Inf in {module}", w_file, "retrain or re-save the adapter")
+    rank = _pattern(cfg.get("rank_pattern") or {}, module, r0)
+    alpha = float(_pattern(cfg.get("alpha_pattern") or {}, module, alpha0))
+    if rank != r:
+        raise MemloraError(f"{module}: rank {r} in weights but {rank} in config", cfg_file, "re-save the adapter")
+    scale = alpha / (r ** 0.5 if cfg.get("use_rslora") else r)
+    return LoraWeights(A, B, scale)
 
 
 def _check_config(cfg: dict, cfg_file: Path) -> None:

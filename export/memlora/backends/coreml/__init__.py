@@ -44,14 +44,10 @@ class CoreMLBackend(Backend):
     name = BackendName.COREML
     precision_in_folder = True
 
-    def available(self) -> str | None:
-        """None if coremltools imports. Conversion runs anywhere; prediction needs macOS, and the
-        runner falls back to the NumPy MIL evaluator elsewhere, so Linux is available too."""
-        try:
-            import coremltools  # noqa: F401
-        except ImportError as e:
-            return f"missing package {e.name} (pip install memlora[coreml])"
-        return None
+    # Conversion runs anywhere; prediction needs macOS (runnable), and the runner falls back to
+    # the NumPy MIL evaluator elsewhere, so Linux is available too.
+    requires = ("coremltools",)
+    extra = "coreml"
 
     def runnable(self) -> str | None:
         """Apple's runtime predicts only on macOS (an emulator's speed is no figure)."""

@@ -26,15 +26,9 @@ FOUNDATION = "foundation"  # tag of the shared weights -> foundation.ptd
 class ExecuTorchBackend(Backend):
     name = BackendName.EXECUTORCH
 
-    def available(self) -> str | None:
-        """None if executorch (with XNNPACK and the pybindings runtime) and torchao import."""
-        try:
-            import executorch.backends.xnnpack.partition.xnnpack_partitioner  # noqa: F401
-            import executorch.extension.pybindings.portable_lib  # noqa: F401
-            import torchao  # noqa: F401
-        except ImportError as e:
-            return f"missing package {e.name} (pip install memlora[executorch])"
-        return None
+    requires = ("executorch.backends.xnnpack.partition.xnnpack_partitioner",
+                "executorch.extension.pybindings.portable_lib", "torchao")
+    extra = "executorch"
 
     def prepare(self, job) -> None:
         from .report import warn_memory

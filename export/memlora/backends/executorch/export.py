@@ -124,7 +124,8 @@ def _lower(job: ExportJob, adapter=None):
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
     from ...tasks.lora import bake_adapter
-    from ...tasks.static_decoder import delegable_activations, delegable_norms, dynamic_shapes, example_inputs, static_decoder
+    from ...tasks.delegable import delegable_activations, delegable_norms
+    from ...tasks.static_decoder import dynamic_shapes, example_inputs, static_decoder
 
     task, spec = job.task, job.spec
     external = adapter is not None

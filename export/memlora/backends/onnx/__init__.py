@@ -21,15 +21,8 @@ class OnnxBackend(Backend):
     name = BackendName.ONNX
     static_cache = False
 
-    def available(self) -> str | None:
-        """None if onnx, onnxscript and onnxruntime import, else the reason."""
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-            import onnxscript  # noqa: F401
-        except ImportError as e:
-            return f"missing package {e.name} (pip install memlora[onnx])"
-        return None
+    requires = ("onnx", "onnxruntime", "onnxscript")
+    extra = "onnx"
 
     def export_external(self, job) -> None:
         from .export import export_external

@@ -16,14 +16,8 @@ class PyTorchBackend(Backend):
     name = BackendName.PYTORCH
     exports = False
 
-    def available(self) -> str | None:
-        try:
-            import peft  # noqa: F401
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
-        except ImportError as e:
-            return f"missing package {e.name}"
-        return None
+    requires = ("peft", "torch", "transformers")
+    extra = None
 
     def load(self, artifact: Artifact | None, root: Path, *, threads: int | None = None,
              max_seq_len: int | None = None):
