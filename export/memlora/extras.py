@@ -54,13 +54,16 @@ def check_embedder_arg(name_or_path: str) -> None:
     if not (path / "config.json").is_file() or not (path / "tokenizer.json").is_file():
         raise MemloraError("not an encoder folder (needs config.json and tokenizer.json)", path,
                            f"pass --embedder {' or '.join(EMBEDDER_PRESETS)} or a BERT-like HF encoder folder")
+    from .tasks.embedder_text import read_pooling
+
+    read_pooling(path)  # an unsupported pooling is refused before any model is loaded
 
 
 def add_embedder(root: Path, name_or_path: str) -> dict:
     """Export the embedder (``tiny`` or an HF encoder folder) to ``root/embedder/`` with parity."""
     from .backends.onnx.export import export_encoder
     from .backends.onnx.runner import load_encoder
-    from .tasks.embedder import TextEmbedder, embedder_parity, resolve_embedder
+    from .tasks.embedder import BATCHING, TextEmbedder, embedder_parity, resolve_embedder
 
     out = Path(root) / "embedder"
     with tempfile.TemporaryDirectory(prefix="memlora-emb-") as work:
@@ -69,10 +72,12 @@ def add_embedder(root: Path, name_or_path: str) -> dict:
         shutil.copy(task.tokenizer_file, out / "tokenizer.json")
         exported = TextEmbedder.from_file(out / "tokenizer.json", load_encoder(out / info["files"]["model"]),
                                           task.max_length)
-        parity = embedder_parity(exported, task.reference(), [t for t in TOKENIZER_SAMPLES if t][:6])
+        parity = embedder_parity(exported, task.reference(), [t for t in TOKENIZER_SAMPLES if t][:6],
+                                 standard=task.standard())
     if not parity["passed"]:
-        raise ParityFailure(f"embedder parity failed: max |diff| {parity['max_abs_diff']:.2e}", out,
-                            "report this encoder")
-    return {"source": task.source, "dim": task.dim, "max_length": task.max_length, "pooling": "mean",
-            "normalize": "l2", "tokenizer": "embedder/tokenizer.json",
+        raise ParityFailure(f"embedder parity failed: max |diff| {parity['max_abs_diff']:.2e}, min cosine vs "
+                            f"the standard pipeline {parity.get('standard_min_cosine', float('nan')):.6f}",
+                            out, "report this encoder")
+    return {"source": task.source, "dim": task.dim, "max_length": task.max_length, **task.pooling.to_json(),
+            "pad_id": task.pad_id, "batching": BATCHING, "tokenizer": "embedder/tokenizer.json",
             "files": {"onnx": f"embedder/{info['files']['model']}"}, "ops": info["ops"], "parity": parity}

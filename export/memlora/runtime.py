@@ -109,9 +109,9 @@ def load_embedder(bundle: Path, manifest: dict, backend: str, keep: list, thread
     entry = manifest.get("embedder")
     if not entry:
         return None
-    from .tasks.embedder import TextEmbedder, build_embedder_task, write_embedder_preset
-
     if backend == "pytorch":
+        from .tasks.embedder import build_embedder_task, write_embedder_preset
+
         src = entry["source"]
         if "preset" in src:
             tmp = tempfile.TemporaryDirectory(prefix="memlora-emb-")
@@ -121,6 +121,7 @@ def load_embedder(bundle: Path, manifest: dict, backend: str, keep: list, thread
             path = Path(src["path"])
         return build_embedder_task(path, src).reference()
     from .backends.onnx.runner import load_encoder
+    from .tasks.embedder_text import TextEmbedder  # no torch: a runtime process stays small
 
     encode = load_encoder(bundle / entry["files"]["onnx"], threads)
     return TextEmbedder.from_file(bundle / entry["tokenizer"], encode, int(entry["max_length"]))
