@@ -128,3 +128,38 @@ def test_duplicates_and_overlong_texts_are_skipped(tmp_path):
 def test_printable_escapes_controls_not_emoji():
     assert printable("a\u202eevil\u202c\nb\x1b[31m") == "a\\u202eevil\\u202c\\u000ab\\u001b[31m"
     assert printable("👨‍👩‍👧 café 中文") == "👨‍👩‍👧 café 中文"
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"PK\x03\x04 truncated", "not a readable zip"),
+    (b"\x00\x01random bytes" * 100, "not a readable zip"),
+    (None, "not found"),
+])
+def test_locomo_bad_files(tmp_path, content, match):
+    from memlora.memory.locomo import load_locomo
+
+    path = tmp_path / "locomo10.zip"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(MemloraError, match=match) as e:
+        load_locomo(path)
+    assert "locomo10.zip" in e.value.one_line() and "fix:" in e.value.one_line()
+
+
+def test_locomo_truncated_real_zip_and_bad_json(tmp_path):
+    import zipfile
+
+    from memlora.memory.locomo import load_locomo
+
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.json", '{"x": ' + '"y" ' * 2000)
+    with pytest.raises(MemloraError, match="invalid JSON"):
+        load_locomo(good)
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(MemloraError, match="not a readable zip"):
+        load_locomo(cut)
+    with pytest.raises(MemloraError, match="expected a .zip or .json"):
+        (tmp_path / "data.csv").write_text("a,b")
+        load_locomo(tmp_path / "data.csv")
