@@ -131,10 +131,10 @@ def iter_locomo(path: str | Path) -> Iterator[Conversation]:
     """
     path = Path(path)
     fix = "pass locomo10.zip (or a LoCoMo .json) as distributed"
-    if not path.is_file():
-        raise MemloraError("LoCoMo file not found", path, fix)
     if path.suffix not in (".zip", ".json"):
         raise MemloraError("expected a .zip or .json LoCoMo file", path, fix)
+    if not path.is_file():
+        raise MemloraError("LoCoMo file not found", path, fix)
     try:
         if path.suffix == ".zip":
             with zipfile.ZipFile(path) as zf:
