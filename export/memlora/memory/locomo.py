@@ -145,11 +145,11 @@ def iter_locomo(path: str | Path) -> Iterator[Conversation]:
         else:
             convs = list(_from_json(json.loads(path.read_text("utf-8")), path.stem))
     except (zipfile.BadZipFile, EOFError, zlib.error) as e:
-        raise MemloraError(f"not a readable zip ({type(e).__name__}: {e})", path, fix) from None
+        raise MemloraError(f"not a LoCoMo file: not a readable zip ({type(e).__name__}: {e})", path, fix) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MemloraError(f"invalid JSON ({type(e).__name__}: {str(e)[:120]})", path, fix) from None
+        raise MemloraError(f"not a LoCoMo file: invalid JSON ({type(e).__name__}: {str(e)[:120]})", path, fix) from None
     except (KeyError, TypeError, ValueError) as e:
-        raise MemloraError(f"not in LoCoMo's layout ({type(e).__name__}: {str(e)[:120]})", path, fix) from None
+        raise MemloraError(f"not a LoCoMo file: not in its layout ({type(e).__name__}: {str(e)[:120]})", path, fix) from None
     yield from convs
 
 
