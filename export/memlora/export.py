@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
 from .backends import get_backend
-from .core.bundle import atomic_dir, write_manifest
+from .core.bundle import atomic_dir, scratch_dir, write_manifest
 from .core.manifest import Manifest
 from .core.config import (AdapterMode, BackendName, CoreMLConfig, ExecuTorchConfig, ExportSpec, OnnxConfig,
                           Precision, Quant)
@@ -69,7 +68,7 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
             raise MemloraError(f"backend {spec.backend.value} is not available here: {reason}",
                                fix="install it or choose another --backend")
     # atomic_dir checks --out (exists, --force, writable) before anything is loaded.
-    with tempfile.TemporaryDirectory(prefix="memlora-src-") as work, atomic_dir(opts.out, opts.force) as tmp:
+    with scratch_dir("memlora-src-") as work, atomic_dir(opts.out, opts.force) as tmp:
         src = resolve(opts.model, opts.adapters, Path(work), allow_pickle=opts.allow_pickle,
                       trust_remote_code=opts.trust_remote_code)
         manifest = _base_manifest(src)

@@ -17,11 +17,11 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Console-script entry point."""
-    import warnings
+    from ..core.console import quiet_third_party
 
-    # torch.export and its dependencies emit FutureWarnings about their own internals on every
-    # export; they say nothing to a memlora user and bury the summary table.
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    # Before any library is imported: torch, torchao, coremltools and transformers log, warn and
+    # draw progress bars about their own internals, burying memlora's lines (``--verbose`` shows them).
+    quiet_third_party("--verbose" in sys.argv[1:])
     app()
 
 
