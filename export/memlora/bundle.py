@@ -70,9 +70,24 @@ def list_files(root: Path) -> list[dict]:
     return rows
 
 
+def exporter_versions() -> dict:
+    """Versions of the packages that wrote the bundle (``manifest["exporter"]``); the phone apps
+    refuse artifacts written by another major version of their runtime."""
+    from importlib import metadata
+
+    out = {}
+    for pkg in ("memlora", "executorch", "onnxruntime", "coremltools", "torch", "transformers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
 def write_manifest(root: Path, manifest: dict) -> dict:
-    """Fill in the file list and write ``manifest.json`` (temp file + rename)."""
-    manifest = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, files=list_files(root))
+    """Fill in the file list and exporter versions and write ``manifest.json`` (temp file + rename)."""
+    manifest = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION, exporter=exporter_versions(),
+                    files=list_files(root))
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False))
     tmp.replace(root / MANIFEST)

@@ -21,7 +21,12 @@ class JdbcSql(private val con: Connection) : Sql {
     companion object {
         fun open(path: String): JdbcSql {
             Class.forName("org.sqlite.JDBC")
-            return JdbcSql(DriverManager.getConnection("jdbc:sqlite:$path"))
+            val sql = JdbcSql(DriverManager.getConnection("jdbc:sqlite:$path"))
+            if (path != ":memory:") {
+                sql.query("PRAGMA journal_mode=WAL")
+                sql.execute("PRAGMA synchronous=FULL")
+            }
+            return sql
         }
     }
 
@@ -42,13 +47,16 @@ class JdbcSql(private val con: Connection) : Sql {
     }
 
     override fun execute(sql: String, args: List<Any?>) {
-        con.prepareStatement(sql).use { st -> bind(st, args); st.execute() }
+        val st = con.prepareStatement(sql)
+        try { bind(st, args); st.execute() } finally { st.close() }
     }
 
     override fun query(sql: String, args: List<Any?>): List<List<Any?>> {
-        con.prepareStatement(sql).use { st ->
+        val st = con.prepareStatement(sql)
+        try {
             bind(st, args)
-            st.executeQuery().use { rs ->
+            val rs = st.executeQuery()
+            try {
                 val n = rs.metaData.columnCount
                 val out = ArrayList<List<Any?>>()
                 while (rs.next()) {
@@ -60,7 +68,11 @@ class JdbcSql(private val con: Connection) : Sql {
                     out.add(row)
                 }
                 return out
+            } finally {
+                rs.close()
             }
+        } finally {
+            st.close()
         }
     }
 
