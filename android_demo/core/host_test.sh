@@ -19,6 +19,7 @@ for jar in junit4 hamcrest-core xerial-sqlite-jdbc com.android.json; do
 done
 command -v kotlinc >/dev/null || { echo "error: kotlinc missing: apt-get install kotlin" >&2; exit 2; }
 
+mkdir -p "$BUILD"
 t0=$(date +%s)
 bundle="${MEMLORA_BUNDLE:-}"
 if [ -z "$bundle" ]; then
