@@ -141,7 +141,11 @@ object Json {
             val start = pos
             if (s[pos] == '-') pos++
             if (pos >= s.length || s[pos] !in '0'..'9') { pos = start; fail("Expecting value") }
-            if (s[pos] == '0') pos++ else while (pos < s.length && s[pos] in '0'..'9') pos++
+            if (s[pos] == '0') {
+                pos++
+            } else {
+                while (pos < s.length && s[pos] in '0'..'9') pos++
+            }
             var isInt = true
             if (pos + 1 < s.length && s[pos] == '.' && s[pos + 1] in '0'..'9') {
                 isInt = false

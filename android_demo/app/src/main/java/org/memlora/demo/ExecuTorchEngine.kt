@@ -39,8 +39,12 @@ class ExecuTorchEngine(private val bundle: Bundle, val artifact: BundleArtifact)
             val rel = artifact.files["adapter:$name"] ?: artifact.files["model:$name"]
                 ?: throw BundleError("artifact ${artifact.key} lists adapter $name but no program for it")
             val module = LlmModule(LlmModule.MODEL_TYPE_TEXT, File(bundle.root, rel).path, tokenizer, 0f, data)
-            val err = module.load()
-            if (err != 0) throw BundleError("ExecuTorch could not load $rel (error $err): re-export with executorch ${BuildConfig.EXECUTORCH_VERSION}")
+            try {
+                module.load()
+            } catch (e: RuntimeException) {
+                module.close()
+                throw BundleError("ExecuTorch could not load $rel (${e.message}): re-export with executorch ${BuildConfig.EXECUTORCH_VERSION}")
+            }
             modules[name] = module
         }
     }
