@@ -11,6 +11,8 @@ repo="$(cd "$here/../.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 LOCOMO="${1:-${LOCOMO:-/work/shared/data/locomo10.zip}}"
 BUILD="${BUILD:-$(mktemp -d -t memlora-android-XXXXXX)}"
+# The LoCoMo slice: first conversation, SESSIONS sessions x TURNS turns, then QUESTIONS questions.
+TURNS="${TURNS:-8}" SESSIONS="${SESSIONS:-2}" QUESTIONS="${QUESTIONS:-3}"
 export PYTHONPATH="$repo/export${PYTHONPATH:+:$PYTHONPATH}"
 J=/usr/share/java
 CP="$J/junit4.jar:$J/hamcrest-core.jar:$J/xerial-sqlite-jdbc.jar:$J/com.android.json.jar"
@@ -30,7 +32,8 @@ fi
 echo "== app fixture and the Python loop's LoCoMo store"
 "$PYTHON" -m memlora.app_fixture "$BUILD/fixture" --bundle "$bundle" >/dev/null 2>"$BUILD/fixture.log" || { cat "$BUILD/fixture.log"; exit 1; }
 [ -f "$LOCOMO" ] || { echo "error: LoCoMo data not found: $LOCOMO (pass the path of locomo10.zip)" >&2; exit 2; }
-"$PYTHON" "$here/../tools/python_locomo_store.py" "$bundle" "$LOCOMO" "$BUILD/pystore.json" 2>"$BUILD/pystore.log" \
+"$PYTHON" "$here/../tools/python_locomo_store.py" "$bundle" "$LOCOMO" "$BUILD/pystore.json" \
+  --turns "$TURNS" --sessions "$SESSIONS" --questions "$QUESTIONS" 2>"$BUILD/pystore.log" \
   || { cat "$BUILD/pystore.log"; exit 1; }
 tail -1 "$BUILD/pystore.log"
 t1=$(date +%s)
@@ -46,8 +49,9 @@ java -cp "$BUILD/classes:$CP:$KSTD" \
   -Dmemlora.bundle="$bundle" -Dmemlora.python="$PYTHON" -Dmemlora.fixture="$BUILD/fixture" \
   -Dmemlora.templates="$repo/export/memlora/memory/templates" -Dmemlora.locomo="$LOCOMO" \
   -Dmemlora.pystore="$BUILD/pystore.json" -Dmemlora.report="$BUILD/conformance-report.json" \
+  -Dmemlora.turns="$TURNS" -Dmemlora.sessions="$SESSIONS" -Dmemlora.questions="$QUESTIONS" \
   org.junit.runner.JUnitCore memlora.core.JsonTest memlora.core.ConformanceTest memlora.core.FixtureTest \
   memlora.core.BadInputTest memlora.core.LocomoTest 2>&1 | grep -v '^OpenJDK' | tee "$BUILD/junit.log" | grep -v '^\s*at ' 
 t3=$(date +%s)
 echo "== times: python side $((t1 - t0)) s, kotlinc $((t2 - t1)) s, tests $((t3 - t2)) s; report: $BUILD/conformance-report.json"
-grep -q '^OK (' "$BUILD/junit.log"
+grep -q '^OK (' "$BUILD/junit.log" || { echo "JUnit failed; full log: $BUILD/junit.log" >&2; exit 1; }
