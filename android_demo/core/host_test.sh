@@ -51,9 +51,9 @@ java -cp "$BUILD/classes:$CP:$KSTD" \
   -Dmemlora.pystore="$BUILD/pystore.json" -Dmemlora.report="$BUILD/conformance-report.json" \
   -Dmemlora.turns="$TURNS" -Dmemlora.sessions="$SESSIONS" -Dmemlora.questions="$QUESTIONS" \
   org.junit.runner.JUnitCore memlora.core.JsonTest memlora.core.ConformanceTest memlora.core.FixtureTest \
-  memlora.core.BadInputTest memlora.core.LocomoTest 2>&1 | grep -v '^OpenJDK' | tee "$BUILD/junit.log" | grep -v '^\s*at ' 
+  memlora.core.BadInputTest memlora.core.LocomoTest 2>&1 | grep -v '^OpenJDK' | tee "$BUILD/junit.log" | grep -v '^\s*at ' || true
+grep -q '^OK (' "$BUILD/junit.log" || { echo "JUnit failed; full log: $BUILD/junit.log" >&2; exit 1; }
 echo "== the core's conformance report, checked by python -m memlora.device_report (as for a phone's)"
 "$PYTHON" -m memlora.device_report "$BUILD/conformance-report.json" --bundle "$bundle" | tail -1
 t3=$(date +%s)
 echo "== times: python side $((t1 - t0)) s, kotlinc $((t2 - t1)) s, tests $((t3 - t2)) s; report: $BUILD/conformance-report.json"
-grep -q '^OK (' "$BUILD/junit.log" || { echo "JUnit failed; full log: $BUILD/junit.log" >&2; exit 1; }
