@@ -50,7 +50,7 @@ java -cp "$BUILD/classes:$CP:$KSTD" \
   -Dmemlora.templates="$repo/export/memlora/memory/templates" -Dmemlora.locomo="$LOCOMO" \
   -Dmemlora.pystore="$BUILD/pystore.json" -Dmemlora.report="$BUILD/conformance-report.json" \
   -Dmemlora.turns="$TURNS" -Dmemlora.sessions="$SESSIONS" -Dmemlora.questions="$QUESTIONS" \
-  org.junit.runner.JUnitCore memlora.core.JsonTest memlora.core.ConformanceTest memlora.core.FixtureTest \
+  org.junit.runner.JUnitCore memlora.core.JsonTest memlora.core.ConformanceTest memlora.core.FixtureTest memlora.core.ChatRenderFixtureTest \
   memlora.core.BadInputTest memlora.core.LocomoTest 2>&1 | grep -v '^OpenJDK' | tee "$BUILD/junit.log" | grep -v '^\s*at ' || true
 grep -q '^OK (' "$BUILD/junit.log" || { echo "JUnit failed; full log: $BUILD/junit.log" >&2; exit 1; }
 echo "== the core's conformance report, checked by python -m memlora.device_report (as for a phone's)"

@@ -49,3 +49,18 @@ class FixtureTest {
         engine.close()
     }
 }
+
+class ChatRenderFixtureTest {
+    /** Every chat format renders the fixture's messages as Python does (system folding for gemma,
+     *  role renames, markers stripped repeatedly). */
+    @Test fun everyChatFormatRendersLikePython() {
+        val doc = J.obj(Json.parse(File(Props.file("memlora.fixture"), "conversation.json").readText(Charsets.UTF_8)), "fixture")
+        val cases = J.list(doc["chat_render"], "chat_render")
+        assertEquals(Chat.FORMATS.size, cases.size)
+        for (c in cases) {
+            val o = J.obj(c, "chat_render[]")
+            val msgs = J.list(o["messages"], "messages").map { val m = J.obj(it, "m"); Message(J.str(m["role"], "role"), J.str(m["content"], "content")) }
+            assertEquals(o["format"].toString(), J.str(o["text"], "text"), Chat.render(J.str(o["format"], "format"), msgs))
+        }
+    }
+}
