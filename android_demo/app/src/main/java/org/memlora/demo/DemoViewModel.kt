@@ -34,6 +34,10 @@ data class UiSettings(val extractTokens: Int = 256, val updateTokens: Int = 512,
 /** All app state; the heavy work runs on one background thread (ExecuTorch modules are not re-entrant). */
 class DemoViewModel(app: Application) : AndroidViewModel(app) {
     private val worker = Executors.newSingleThreadExecutor()
+    private val main = android.os.Handler(android.os.Looper.getMainLooper())
+
+    /** Snapshot lists are mutated on the main thread only. */
+    private fun ui(block: () -> Unit) { main.post(block) }
     private val user = "me"
 
     var status by mutableStateOf("Pick a bundle: adb push it to ${defaultBundleDir().path} or import a folder.")
@@ -136,10 +140,13 @@ class DemoViewModel(app: Application) : AndroidViewModel(app) {
             val m = (engine as? ExecuTorchEngine)?.lastStats
             val metrics = m?.let { "TTFT %.0f ms · prefill %.1f tok/s · decode %.1f tok/s".format(it.ttftMs, it.prefillTokPerS, it.decodeTokPerS) } ?: ""
             val note = if (ingest.errors.isEmpty()) "" else " · ${ingest.errors.size} invalid output item(s) dropped"
-            chat.add(ChatMessage(false, answer.text, metrics + note, answer.memories.map { it.text }))
-            streaming = ""
-            traces.clear()
-            traces.addAll(l.traces.takeLast(3))
+            val last = l.traces.takeLast(3)
+            ui {
+                chat.add(ChatMessage(false, answer.text, metrics + note, answer.memories.map { it.text }))
+                streaming = ""
+                traces.clear()
+                traces.addAll(last)
+            }
             refreshMemories()
         }
     }
@@ -148,8 +155,12 @@ class DemoViewModel(app: Application) : AndroidViewModel(app) {
 
     fun refreshMemories() {
         val s = store ?: return
-        memories.clear(); memories.addAll(s.list())
-        history.clear(); history.addAll(s.history())
+        val list = s.list()
+        val events = s.history()
+        ui {
+            memories.clear(); memories.addAll(list)
+            history.clear(); history.addAll(events)
+        }
     }
 
     fun delete(id: String) = background("delete") { store?.delete(id); refreshMemories() }
