@@ -259,6 +259,10 @@ def test_cli_onnx_and_coreml_in_one_bundle(preset_dir, tmp_path):
     assert coreml["meta"]["numerics"] == "mil-numpy" and coreml["meta"]["functions"] == {"base": "base",
                                                                                           "extract": "extract"}
     assert (out / coreml["files"]["model"] / "Manifest.json").is_file()
+    # the iOS app drives the model with these names (ios_demo/App/CoreMLEngine.swift)
+    assert coreml["meta"]["io"] == {"input_ids": "input_ids", "position_ids": "position_ids", "causal_mask": "causal_mask",
+                                    "logits": "logits", "mask": "additive",
+                                    "states": ["key_cache", "value_cache", "key_cache_lo", "value_cache_lo"]}  # fp32: hi/lo
 
 
 @pytest.mark.slow

@@ -92,7 +92,7 @@ def export(task: DecoderTask, spec: ExportSpec, out_dir: Path, target: str = TAR
     (out_dir / sub).mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     meta: dict = {"precision": spec.precision.value, "deployment_target": target, "numerics": numerics_kind(),
-                  "capacity": spec.max_seq_len, "convert_seconds": {}}
+                  "capacity": spec.max_seq_len, "convert_seconds": {}, "io": io_names(spec)}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="memlora-coreml-") as tmp:
         tmp = Path(tmp)
@@ -131,6 +131,19 @@ def export(task: DecoderTask, spec: ExportSpec, out_dir: Path, target: str = TAR
     meta["export_seconds"] = round(time.perf_counter() - t0, 2)
     return Artifact(NAME, spec.adapter_mode.value, spec.quant.value, list(task.adapters), files,
                     spec.max_seq_len, meta)
+
+
+def io_names(spec: ExportSpec) -> dict:
+    """The feature names of every exported function, for apps that drive the model themselves
+    (``manifest["artifacts"][i]["meta"]["io"]``; the iOS demo reads them instead of hard-coding):
+    ``input_ids`` and ``position_ids`` int32 ``[1, T]``, ``causal_mask`` float32 ``[1, 1, T, E]``
+    (0 where a query may attend, -inf elsewhere; ``E`` = cached + new tokens), ``logits`` float32
+    ``[1, T, vocab]``, and the KV-cache states (fp32 exports split each into hi/lo fp16 parts)."""
+    from ..tasks.coreml_decoder import SPLIT_STATE_NAMES, STATE_NAMES
+
+    states = SPLIT_STATE_NAMES if spec.precision is Precision.FP32 else STATE_NAMES
+    return {"input_ids": _INPUTS[0], "position_ids": _INPUTS[1], "causal_mask": _INPUTS[2], "logits": "logits",
+            "states": list(states), "mask": "additive"}
 
 
 def check_target(target: str) -> None:
