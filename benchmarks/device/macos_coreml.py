@@ -5,7 +5,14 @@ and memlora's Linux fallback, a NumPy evaluator of the MIL program, checks numer
 speed means nothing, so ``memlora bench`` reports Core ML as not measured off macOS). Nothing
 in this script has been run on a Mac yet.
 
-    python benchmarks/device/macos_coreml.py BUNDLE --out /tmp/coreml-bench [--repeats 5]
+    python benchmarks/device/macos_coreml.py BUNDLE --out /tmp/coreml-bench [--repeats 5] [--conformance-only]
+
+First, every Core ML artifact of BUNDLE runs the bundle's ``conformance.json`` vectors with Apple's
+runtime (``MLModel.predict`` + ``make_state()``): the prompt token ids, then each adapter's greedy
+prefix, ids equal to the PyTorch reference's. These are the vectors the Android and iOS apps'
+self-tests run (``ios_demo/``), so a first Mac run proves Core ML parity with Apple's runtime
+before any timing; ``conformance-coreml.json`` in --out has the same shape as a phone's report
+(``python -m memlora.device_report`` reads it) and the script exits 1 on any mismatch.
 
 BUNDLE is a folder written by ``memlora export --backend coreml`` (external: one multifunction
 ``memlora.mlpackage``; fused: one package per adapter). The script is the same ``run_bench`` as
@@ -27,6 +34,50 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "export"))
 
 
+def conformance_parity(bundle: Path, engine: str = "coreml-predict") -> dict:
+    """Every Core ML artifact of ``bundle`` against its ``conformance.json``: prompt ids through the
+    bundle's tokenizer and each greedy prefix (exactly n argmax tokens, no stop rule) through
+    ``engine`` (Apple's runtime on macOS; ``mil-numpy`` runs anywhere). Returns a
+    ``memlora-conformance-report`` per artifact key, as the phone apps write them."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    from memlora.backends.base import Artifact
+    from memlora.backends.coreml_backend import CoreMLRunner
+    from memlora.bundle import read_manifest
+    from memlora.conformance import greedy, parse_case
+
+    manifest = read_manifest(bundle)
+    conf = json.loads((bundle / manifest.get("conformance", "conformance.json")).read_text("utf-8"))
+    tok = Tokenizer.from_file(str(bundle / manifest.get("tokenizer", "tokenizer.json")))
+    reports = {}
+    for row in manifest["artifacts"]:
+        if row["backend"] != "coreml":
+            continue
+        art = Artifact.from_json(row)
+        runner = CoreMLRunner(art, bundle, engine=engine)
+        sections = {}
+        for name, cases, run in (
+                ("prompts", conf["prompts"], lambda c: tok.encode(c["text"], add_special_tokens=False).ids == c["ids"]),
+                ("greedy", [g for g in conf["greedy"] if g["adapter"] in runner.adapters],
+                 lambda g: greedy(runner, g["adapter"], g["prompt_ids"], len(g["ids"])) == g["ids"])):
+            failures = [f"{name}[{i}]" + (f" ({c['adapter']})" if "adapter" in c else "") for i, c in enumerate(cases) if not run(c)]
+            sections[name] = {"total": len(cases), "failed": len(failures), "passed": not failures, "skipped": None,
+                              "failures": failures[:20]}
+        # parse is runtime-free (the Python parser here); run so the report has every section
+        failures = [f"parse[{i}]" for i, c in enumerate(conf["parse"])
+                    if parse_case({k: v for k, v in c.items() if k != "expected"}) != c["expected"]]
+        sections["parse"] = {"total": len(conf["parse"]), "failed": len(failures), "passed": not failures,
+                             "skipped": None, "failures": failures[:20]}
+        runner.close()
+        reports[art.key] = {"format": "memlora-conformance-report", "version": 1, "chat_format": conf["chat_format"],
+                            "passed": all(s["passed"] for s in sections.values()), "sections": sections,
+                            "runtime": runner.numerics, "artifact": art.key, "machine": platform.machine(),
+                            "macos": platform.mac_ver()[0]}
+    return reports
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
@@ -34,10 +85,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-lens", default="64,256,1024", help="clipped to each export's max_seq_len - 1")
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--conformance-only", action="store_true", help="check parity with Apple's runtime, no timing")
     args = ap.parse_args(argv)
     if platform.system() != "Darwin":
         print("macos_coreml.py: Core ML prediction needs macOS 15 or newer; nothing was measured.", file=sys.stderr)
         return 2
+    import json
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    reports = conformance_parity(args.bundle)
+    if not reports:
+        print(f"macos_coreml.py: {args.bundle} has no Core ML artifact (memlora export --backend coreml)", file=sys.stderr)
+        return 2
+    (args.out / "conformance-coreml.json").write_text(json.dumps(reports, indent=1) + "\n", encoding="utf-8")
+    for key, rep in reports.items():
+        line = ", ".join(f"{n} {s['total'] - s['failed']}/{s['total']}" for n, s in rep["sections"].items() if not s["skipped"])
+        print(f"conformance {key} ({rep['runtime']}): {line}: {'passed' if rep['passed'] else 'FAILED'}", file=sys.stderr)
+    if not all(r["passed"] for r in reports.values()):
+        return 1
+    if args.conformance_only:
+        return 0
     from memlora.bench import run_bench
     from memlora.bench_report import table
 

@@ -82,8 +82,9 @@ public final class MemLoRABundle {
     public func files() throws -> [BundleFile] {
         try J.list(manifest["files"] ?? .array([]), "manifest files").map {
             let o = try J.obj($0, "manifest files[]")
-            return BundleFile(path: try J.str(o["path"], "files[].path"), bytes: o["bytes"].flatMap { if case .int(let i) = $0 { return i }; return nil } ?? -1,
-                              sha256: try J.str(o["sha256"], "files[].sha256"))
+            var bytes: Int64 = -1
+            if case .int(let n)? = o["bytes"] { bytes = n }
+            return BundleFile(path: try J.str(o["path"], "files[].path"), bytes: bytes, sha256: try J.str(o["sha256"], "files[].sha256"))
         }
     }
 

@@ -29,7 +29,7 @@ public struct GenerationSettings {
 
     public func toJSON() -> JSON {
         ["max_new_tokens": JSON(maxNewTokens), "temperature": JSON(temperature), "top_p": JSON(topP),
-         "seed": seed.map { .int(Int64($0)) } ?? .null, "stop": JSON(stop), "eos_ids": eosIds.map { JSON($0) } ?? .null]
+         "seed": seed.map { JSON.int(Int64($0)) } ?? JSON.null, "stop": JSON(stop), "eos_ids": eosIds.map { JSON($0) } ?? JSON.null]
     }
 }
 
@@ -100,8 +100,10 @@ public final class ScriptedEngine: Engine {
         if outputs.isEmpty { throw ScriptError(description: "scripted engine: no canned output left for call \(prompts.count) (\(adapter ?? "base"))") }
         var text = outputs.removeFirst()
         var stoppedBy = "length"
-        for s in settings.stop {
-            if let r = text.range(of: s) { text = String(text[..<r.lowerBound]); stoppedBy = "stop" }
+        for s in settings.stop {  // `text[:text.index(s)]`, in code points
+            if let i = PyText.find(Array(text.unicodeScalars), Array(s.unicodeScalars)) {
+                text = PyText.head(text, i); stoppedBy = "stop"
+            }
         }
         onToken?(text)
         return GenerationResult(text: text, tokenIds: [], promptTokens: 0, stoppedBy: stoppedBy, prefillMs: 0, decodeMs: 0)

@@ -96,7 +96,8 @@ public final class MemoryLoop {
     private func run(_ op: Op, _ messages: [Message]) throws -> GenerationResult {
         let gen = settings.generation(op)
         var stops: [String] = []
-        for s in gen.stop + (try Chat.stopStrings(chatFormat)) where !stops.contains(s) { stops.append(s) }
+        let formatStops = try Chat.stopStrings(chatFormat)
+        for s in gen.stop + formatStops where !stops.contains(s) { stops.append(s) }
         let prompt = try Prompts.render(chatFormat, messages)
         let t0 = DispatchTime.now().uptimeNanoseconds
         let res = try engine.generate(adapter: settings.adapter(op), prompt: prompt, settings: gen.withStop(stops),

@@ -124,7 +124,7 @@ public enum Prompts {
         }
         if headers.isEmpty { return (text, []) }
         let head = PyText.string(u[0..<headers[0].start])
-        var parts: [(String, String)] = []
+        var parts: [(role: String, body: String)] = []
         for (i, h) in headers.enumerated() {
             let bodyEnd = i + 1 < headers.count ? headers[i + 1].start : u.count
             parts.append((h.role, PyText.string(u[h.end..<bodyEnd])))

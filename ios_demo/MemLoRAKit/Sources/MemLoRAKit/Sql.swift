@@ -120,7 +120,7 @@ public final class SQLiteDatabase: Sql {
                     row.append(.text(text ?? ""))
                 case SQLITE_BLOB:
                     let len = Int(sqlite3_column_bytes(st, c))
-                    row.append(.blob(len > 0 ? Data(bytes: sqlite3_column_blob(st, c), count: len) : Data()))
+                    if len > 0, let p = sqlite3_column_blob(st, c) { row.append(.blob(Data(bytes: p, count: len))) } else { row.append(.blob(Data())) }
                 default: row.append(.null)
                 }
             }

@@ -101,7 +101,8 @@ public final class MemoryStore {
         if useFts == true && !has { throw StoreError(description: "useFts=true but this SQLite build lacks FTS5") }
         self.useFts = useFts ?? has
         textSearch = self.useFts ? "fts5-bm25" : "token-overlap"
-        if self.useFts && (try db.query("SELECT 1 FROM sqlite_master WHERE name = ?", [.text("memories_fts")])).isEmpty {
+        let haveFts = !(try db.query("SELECT 1 FROM sqlite_master WHERE name = ?", [.text("memories_fts")])).isEmpty
+        if self.useFts && !haveFts {
             try db.transaction { for s in MemoryStore.ftsSchema { try db.execute(s) } }
         }
     }
@@ -203,8 +204,12 @@ public final class MemoryStore {
     }
 
     public func count(user: String? = nil) throws -> Int {
-        let r = user == nil ? try db.query("SELECT COUNT(*) FROM memories")
-            : try db.query("SELECT COUNT(*) FROM memories WHERE user = ?", [.text(user!)])
+        let r: [[SqlValue]]
+        if let u = user {
+            r = try db.query("SELECT COUNT(*) FROM memories WHERE user = ?", [.text(u)])
+        } else {
+            r = try db.query("SELECT COUNT(*) FROM memories")
+        }
         return Int(r[0][0].int ?? 0)
     }
 
@@ -226,7 +231,8 @@ public final class MemoryStore {
     /// Top-`k` memories of `user`, best first: BM25 via FTS5, else token overlap.
     public func search(_ queryText: String, user: String, k: Int = 5) throws -> [SearchHit] {
         if k <= 0 { return [] }
-        return useFts ? try ftsSearch(queryText, user, k) : try overlapSearch(queryText, user, k)
+        if useFts { return try ftsSearch(queryText, user, k) }
+        return try overlapSearch(queryText, user, k)
     }
 
     private func ftsSearch(_ query: String, _ user: String, _ k: Int) throws -> [SearchHit] {

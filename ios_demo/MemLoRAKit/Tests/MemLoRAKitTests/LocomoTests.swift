@@ -32,7 +32,10 @@ final class LocomoTests: XCTestCase {
         XCTAssertEqual(py["turns"]?.int, turns)
         let users = [conv.sampleId + ":" + conv.speakerA, conv.sampleId + ":" + conv.speakerB]
         var answers: [(String, Answer)] = []
-        for q in conv.qa.filter({ $0.category != 5 }).prefix(questions) { answers.append((q.question, try loop.answer(q.question, users: users))) }
+        for q in conv.qa.filter({ $0.category != 5 }).prefix(questions) {
+            let a = try loop.answer(q.question, users: users)
+            answers.append((q.question, a))
+        }
         let dump = try StoreDump(store)
         let calls = JSON.array(loop.traces.map { ["op": .string($0.op.rawValue), "raw": .string($0.raw)] })
         let ans = JSON.array(answers.map { ["question": .string($0.0), "text": .string($0.1.text), "memories": .array($0.1.memories.map { .string(dump.ref($0.id)) })] })

@@ -34,8 +34,8 @@ final class HostEngine: Engine, TokenizerAccess {
     private let stdout = Pipe()
     private var buffer = Data()
     private var nextId: Int64 = 0
-    let info: JSONObject
-    let adapters: [String]
+    private(set) var info = JSONObject()
+    private(set) var adapters: [String] = []
 
     init(python: String, bundle: String, backend: String = "onnx") throws {
         proc.executableURL = URL(fileURLWithPath: python)
@@ -44,14 +44,14 @@ final class HostEngine: Engine, TokenizerAccess {
         proc.standardOutput = stdout
         proc.standardError = FileHandle.standardError
         try proc.run()
-        guard let line = readLine() else { throw ScriptError(description: "memlora.serve exited before ready") }
+        guard let line = nextLine() else { throw ScriptError(description: "memlora.serve exited before ready") }
         let ready = try J.obj(try JSON.parse(line), "ready")
         if ready["ready"]?.bool != true { throw ScriptError(description: "memlora.serve: \((ready["error"] ?? .null).dumps())") }
         info = ready
         adapters = try J.strs(ready["adapters"], "adapters")
     }
 
-    private func readLine() -> String? {
+    private func nextLine() -> String? {
         while true {
             if let nl = buffer.firstIndex(of: 0x0A) {
                 let line = buffer[buffer.startIndex..<nl]
@@ -69,7 +69,7 @@ final class HostEngine: Engine, TokenizerAccess {
         var r = req
         r["id"] = .int(nextId)
         stdin.fileHandleForWriting.write((JSON.object(r).dumps() + "\n").data(using: .utf8)!)
-        guard let line = readLine() else { throw ScriptError(description: "memlora.serve exited") }
+        guard let line = nextLine() else { throw ScriptError(description: "memlora.serve exited") }
         let resp = try J.obj(try JSON.parse(line), "response")
         if let e = resp["error"] { throw ScriptError(description: "memlora.serve: \(e.dumps())") }
         return resp
