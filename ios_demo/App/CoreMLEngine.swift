@@ -170,7 +170,7 @@ final class CoreMLEngine: Engine {
         // A fresh state before every operation: the cache of another adapter (or call) is garbage.
         let state = model.makeState()
         states[name] = state
-        let eosIds = settings.eosIds.map(Set.init) ?? eos.union(tokenizer.eosIds(stop: settings.stop))
+        let eosIds: Set<Int> = settings.eosIds.map { Set($0) } ?? eos.union(tokenizer.eosIds(stop: settings.stop))
         var ids = tokenizer.encode(prompt)
         if ids.isEmpty { throw BundleError("empty prompt") }
         let (fitted, _, budget) = DecodeRules.fitPrompt(ids, maxSeqLen: artifact.maxSeqLen, maxNew: settings.maxNewTokens,
@@ -247,7 +247,7 @@ final class CoreMLEngine: Engine {
         }
         // `make_causal_mask(past, n)`: 0 where key k <= query q (q = past + row), -inf elsewhere.
         mask.withUnsafeMutableBufferPointer(ofType: Float.self) { p, strides in
-            let rowStride = strides[2].intValue, colStride = strides[3].intValue
+            let rowStride = strides[2], colStride = strides[3]
             for r in 0..<n {
                 for k in 0..<(past + n) { p[r * rowStride + k * colStride] = k <= past + r ? 0 : -Float.infinity }
             }

@@ -183,7 +183,9 @@ final class DemoModel {
     func exportMemories() {
         background("export") { [self] in
             guard let s = store else { return nil }
-            let doc: JSON = ["memories": .array(try s.list().map { $0.toJSON() }), "history": .array(try s.history().map { $0.toJSON() })]
+            let memories = try s.list().map { $0.toJSON() }
+            let history = try s.history().map { $0.toJSON() }
+            let doc: JSON = ["memories": .array(memories), "history": .array(history)]
             let out = BundlePlaces.documents.appendingPathComponent("memories.json")
             try doc.dumps().write(to: out, atomically: true, encoding: .utf8)
             ui { self.memoriesURL = out; self.status = "Exported to Documents/memories.json" }

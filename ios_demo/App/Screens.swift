@@ -121,7 +121,18 @@ struct PipelineScreen: View {
     @Bindable var vm: DemoModel
 
     var body: some View {
-        List(Array(vm.traces.enumerated()), id: \.offset) { _, t in
+        List {
+            ForEach(Array(vm.traces.enumerated()), id: \.offset) { item in
+                TraceRow(t: item.element)
+            }
+        }
+    }
+}
+
+struct TraceRow: View {
+    let t: StageTrace
+
+    var body: some View {
             VStack(alignment: .leading, spacing: 4) {
                 Text("\(t.op.rawValue) · adapter \(t.adapter ?? "base") · \(String(format: "%.0f", t.totalMs)) ms · \(t.result.stoppedBy) · \(t.result.promptTokens) prompt / \(t.result.newTokens) new tokens")
                     .font(.subheadline)
@@ -129,7 +140,6 @@ struct PipelineScreen: View {
                 Text("raw output:\n\(t.raw)").font(.system(size: 11, design: .monospaced)).textSelection(.enabled)
                 if !t.errors.isEmpty { Text("parse errors: " + t.errors.joined(separator: "; ")).font(.caption).foregroundStyle(.red) }
             }
-        }
     }
 }
 

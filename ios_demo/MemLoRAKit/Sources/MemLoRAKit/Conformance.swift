@@ -74,7 +74,7 @@ public final class Conformance {
             let p = try J.obj(item, "prompts[]")
             let want = try J.str(p["text"], "text")
             let got = try promptFor(try J.obj(p["case"], "case"))
-            r.check(got == want, "prompts[\(i)]: rendered text differs at code point \(Conformance.firstDiff(got, want))")
+            r.check(PyText.same(got, want), "prompts[\(i)]: rendered text differs at code point \(Conformance.firstDiff(got, want))")
             if let t = tok { r.check(try t.encode(got) == J.ints(p["ids"], "ids"), "prompts[\(i)]: token ids differ") }
         }
         return record(r)
@@ -91,7 +91,7 @@ public final class Conformance {
             if c["op"]?.string == "extract" {
                 let res = Parsing.parseExtract(raw)
                 let want = exp["facts"] ?? .null
-                r.check(JSON(res.facts) == want && res.errors.count == nErrors,
+                r.check(PyText.same(JSON(res.facts).dumps(), want.dumps()) && res.errors.count == nErrors,
                         "parse[\(i)] (extract): got facts \(JSON(res.facts).dumps()) with \(res.errors.count) errors, expected \(want.dumps()) with \(nErrors)")
             } else {
                 let res = Parsing.parseUpdate(raw, IdMap(try J.strs(exp["memory_ids"], "memory_ids")))
@@ -99,7 +99,7 @@ public final class Conformance {
                     ["event": .string($0.event.rawValue), "id": JSON($0.id), "text": .string($0.text), "old_memory": JSON($0.oldMemory)]
                 })
                 let want = exp["ops"] ?? .null
-                r.check(got.dumps() == want.dumps() && res.errors.count == nErrors,
+                r.check(PyText.same(got.dumps(), want.dumps()) && res.errors.count == nErrors,
                         "parse[\(i)] (update): got \(got.dumps()) with \(res.errors.count) errors, expected \(want.dumps()) with \(nErrors)")
             }
         }
@@ -115,7 +115,8 @@ public final class Conformance {
             let ids = try t.encode(try J.str(s["text"], "text"))
             let want = try J.ints(s["ids"], "ids")
             r.check(ids == want, "tokenizer[\(i)]: ids differ")
-            r.check(try t.decode(ids) == J.str(s["decoded"], "decoded"), "tokenizer[\(i)]: decoded text differs")
+            let decoded = try t.decode(ids)
+            r.check(PyText.same(decoded, try J.str(s["decoded"], "decoded")), "tokenizer[\(i)]: decoded text differs")
         }
         return record(r)
     }
@@ -138,7 +139,7 @@ public final class Conformance {
                 r.check(res.tokenIds == wantIds, "greedy[\(i)] (\(adapter)): ids \(res.tokenIds) != \(wantIds)")
             } else {
                 let want = try J.str(g["text"], "text")
-                r.check(res.text == want, "greedy[\(i)] (\(adapter)): text \(JSON.quote(res.text)) != \(JSON.quote(want))")
+                r.check(PyText.same(res.text, want), "greedy[\(i)] (\(adapter)): text \(JSON.quote(res.text)) != \(JSON.quote(want))")
             }
         }
         return record(r)

@@ -158,7 +158,7 @@ public enum Parsing {
         var errors: [String] = []
         for (i, item) in raw.enumerated() {
             if let fact = text(item) {
-                if !facts.contains(fact) { facts.append(fact) }
+                if !facts.contains(where: { PyText.same($0, fact) }) { facts.append(fact) }
             } else {
                 errors.append("facts[\(i)]: not a non-empty string of at most \(maxTextChars) chars")
             }
@@ -177,7 +177,7 @@ public enum Parsing {
         var ops: [UpdateOp] = []
         var errors: [String] = []
         var touched = Set<String>()
-        var added = Set<String>()
+        var added = Set<[Unicode.Scalar]>()  // code points, as Python's set of str
         for (i, item) in items.enumerated() {
             let at = "memory[\(i)]"
             guard let m = item.object else { errors.append("\(at): not an object"); continue }
@@ -187,8 +187,9 @@ public enum Parsing {
             let t = text(m["text"])
             if ev == .ADD {
                 if let t = t {
-                    if added.contains(t) { errors.append("\(at): duplicate ADD") }
-                    else { added.insert(t); ops.append(UpdateOp(.ADD, nil, t)) }
+                    let key = Array(t.unicodeScalars)
+                    if added.contains(key) { errors.append("\(at): duplicate ADD") }
+                    else { added.insert(key); ops.append(UpdateOp(.ADD, nil, t)) }
                 } else {
                     errors.append("\(at): ADD without a usable text")
                 }

@@ -36,6 +36,10 @@ public enum PyText {
         return string(u[start..<end])
     }
 
+    /// Python's `a == b`: the same code points. Swift's `==` on String is canonical equivalence
+    /// ("e\u{301}" == "\u{e9}"), which Python's comparison is not.
+    public static func same(_ a: String, _ b: String) -> Bool { a.unicodeScalars.elementsEqual(b.unicodeScalars) }
+
     /// `len(s)`: code points.
     public static func len(_ s: String) -> Int { s.unicodeScalars.count }
 

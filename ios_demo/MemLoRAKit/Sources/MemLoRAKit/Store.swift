@@ -150,7 +150,7 @@ public final class MemoryStore {
                         skipped.append("\(op.event.rawValue) on missing id \(id)"); continue
                     }
                     if op.event == .UPDATE {
-                        if oldText == op.text { skipped.append("UPDATE on \(id) with unchanged text"); continue }
+                        if PyText.same(oldText, op.text) { skipped.append("UPDATE on \(id) with unchanged text"); continue }
                         try db.execute("UPDATE memories SET text = ?, updated_at = ?, embedding = ? WHERE id = ?",
                                        [.text(op.text), .text(stamp), .null, .text(id)])
                         done = AppliedOp(event: .UPDATE, memoryId: id, oldText: oldText, newText: op.text)

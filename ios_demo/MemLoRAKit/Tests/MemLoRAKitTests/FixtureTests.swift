@@ -69,7 +69,9 @@ final class ChatRenderFixtureTests: XCTestCase {
             let msgs = try J.list(o["messages"], "messages").map {
                 let m = try J.obj($0, "m"); return Message(role: try J.str(m["role"], "role"), content: try J.str(m["content"], "content"))
             }
-            XCTAssertEqual(try Chat.render(try J.str(o["format"], "format"), msgs), try J.str(o["text"], "text"), (o["format"] ?? .null).dumps())
+            let want = try J.str(o["text"], "text")
+            let got = try Chat.render(try J.str(o["format"], "format"), msgs)
+            XCTAssertSameText(want, got, (o["format"] ?? .null).dumps())
         }
     }
 }

@@ -126,7 +126,12 @@ func templatesFromPackage() throws -> Templates { try Prompts.load(try Props.fil
 
 func readJSON(_ url: URL) throws -> JSONObject { try J.obj(try JSON.parse(try String(contentsOf: url, encoding: .utf8)), url.lastPathComponent) }
 
-/// Compare two JSON values by their Python `json.dumps` text (what the Kotlin tests compare).
+/// Compare two JSON values by their Python `json.dumps` text (what the Kotlin tests compare),
+/// code point for code point (Swift's String `==` would accept canonically equivalent text).
 func XCTAssertSameJSON(_ want: JSON?, _ got: JSON?, _ message: String, file: StaticString = #filePath, line: UInt = #line) {
-    XCTAssertEqual((want ?? .null).dumps(), (got ?? .null).dumps(), message, file: file, line: line)
+    XCTAssertSameText((want ?? .null).dumps(), (got ?? .null).dumps(), message, file: file, line: line)
+}
+
+func XCTAssertSameText(_ want: String, _ got: String, _ message: String, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertTrue(PyText.same(want, got), "\(message): got \(JSON.quote(got)), expected \(JSON.quote(want))", file: file, line: line)
 }
