@@ -5,7 +5,7 @@ import PackageDescription
 
 let package = Package(
     name: "MemLoRAKit",
-    platforms: [.iOS(.v18), .macOS(.v15)],
+    platforms: [.iOS("18.0"), .macOS("15.0")],  // string form: tools 5.9 has no .v18 constant
     products: [
         .library(name: "MemLoRAKit", targets: ["MemLoRAKit"]),
     ],
