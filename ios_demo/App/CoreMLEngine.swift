@@ -200,7 +200,7 @@ final class CoreMLEngine: Engine {
             let u = Array(text.unicodeScalars)
             let partial = !final && upto >= 1 && upto <= u.count && u[upto - 1] == "\u{FFFD}"
             let e = emitted.unicodeScalars.count
-            if text.hasPrefix(emitted) && upto > e && !partial {
+            if u.starts(with: emitted.unicodeScalars) && upto > e && !partial {  // code points, as Python
                 onToken?(PyText.string(u[e..<upto]))
                 emitted = PyText.string(u[0..<upto])
             }
