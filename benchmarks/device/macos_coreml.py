@@ -57,16 +57,29 @@ def conformance_parity(bundle: Path, engine: str = "coreml-predict") -> dict:
             continue
         art = Artifact.from_json(row)
         runner = CoreMLRunner(art, bundle, engine=engine)
+        cap = art.max_seq_len
+
+        def greedy_case(g: dict) -> str | None:
+            need = len(g["prompt_ids"]) + len(g["ids"])
+            if cap is not None and need > cap:
+                return f"prompt of {len(g['prompt_ids'])} tokens + {len(g['ids'])} new > max_seq_len {cap}: re-export with --max-seq-len {need} or more"
+            got = greedy(runner, g["adapter"], g["prompt_ids"], len(g["ids"]))
+            return None if got == g["ids"] else f"ids {got} != {g['ids']}"
+
         sections = {}
         for name, cases, run in (
-                ("prompts", conf["prompts"], lambda c: tok.encode(c["text"], add_special_tokens=False).ids == c["ids"]),
-                ("greedy", [g for g in conf["greedy"] if g["adapter"] in runner.adapters],
-                 lambda g: greedy(runner, g["adapter"], g["prompt_ids"], len(g["ids"])) == g["ids"])):
-            failures = [f"{name}[{i}]" + (f" ({c['adapter']})" if "adapter" in c else "") for i, c in enumerate(cases) if not run(c)]
+                ("prompts", conf["prompts"],
+                 lambda c: None if tok.encode(c["text"], add_special_tokens=False).ids == c["ids"] else "token ids differ"),
+                ("greedy", [g for g in conf["greedy"] if g["adapter"] in runner.adapters], greedy_case)):
+            failures = []
+            for i, c in enumerate(cases):
+                why = run(c)
+                if why is not None:
+                    failures.append(f"{name}[{i}]" + (f" ({c['adapter']})" if "adapter" in c else "") + f": {why}")
             sections[name] = {"total": len(cases), "failed": len(failures), "passed": not failures, "skipped": None,
                               "failures": failures[:20]}
         # parse is runtime-free (the Python parser here); run so the report has every section
-        failures = [f"parse[{i}]" for i, c in enumerate(conf["parse"])
+        failures = [f"parse[{i}]: differs from the Python parser" for i, c in enumerate(conf["parse"])
                     if parse_case({k: v for k, v in c.items() if k != "expected"}) != c["expected"]]
         sections["parse"] = {"total": len(conf["parse"]), "failed": len(failures), "passed": not failures,
                              "skipped": None, "failures": failures[:20]}
