@@ -11,6 +11,9 @@ For each Kotlin file and its Swift counterpart (tests, test support, the conform
 * every key the fixture tests read exists in the regenerated fixture (``conversation.json`` and
   ``conformance.json`` in FIXTURE_DIR), and the LoCoMo test's keys in the dump tool's source.
 
+Also, for the two places where a literal decides behaviour, the same literals on both sides: the
+store's SQL (schema, FTS5 triggers, queries) and the chat formats' markup and markers.
+
 One fixture format for both apps: a field renamed on one side, or a case dropped, fails here.
 Prints one line per problem and ``N passed, M failed`` (one check per file pair and fixture).
 """
@@ -93,6 +96,27 @@ def json_keys(value, out: set[str] | None = None) -> set[str]:
     return out
 
 
+_LIT = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
+_INTERP = re.compile(r'\$\{[^}]*\}|\$[A-Za-z_]\w*|\\\((?:[^()]|\([^()]*\))*\)')
+_SQL = re.compile(r"\b(SELECT|INSERT|CREATE|UPDATE|DELETE FROM|PRAGMA|ORDER BY|WHERE|MATCH|LIMIT|JOIN)\b")
+_CHAT = re.compile(r"^<|\{role\}|\{content\}")
+CONSTANTS = [  # (Kotlin file, Swift file, which literals)
+    (f"{KT_MAIN}/Store.kt", f"{SW_MAIN}/Store.swift", _SQL),
+    (f"{KT_MAIN}/Chat.kt", f"{SW_MAIN}/Chat.swift", _CHAT),
+]
+
+
+def literals(src: str, pattern: re.Pattern) -> list[str]:
+    """String literals matching ``pattern`` (or continuing SQL on a new line), interpolations
+    written as ``@`` and a leading one dropped (Kotlin ``"$sql ORDER BY"`` = Swift ``sql + " ORDER BY"``)."""
+    out = []
+    for lit in _LIT.findall(src):
+        if pattern.search(lit) or (pattern is _SQL and lit.startswith(" ")):
+            norm = _INTERP.sub("@", lit)
+            out.append(norm[1:] if norm.startswith("@ ") else norm)
+    return sorted(out)
+
+
 def check(fixture: Path, android: Path, ios: Path, bundle: Path | None = None) -> tuple[int, list[str]]:
     """(checks passed, problems)."""
     problems: list[str] = []
@@ -135,6 +159,14 @@ def check(fixture: Path, android: Path, ios: Path, bundle: Path | None = None) -
             problems.extend(bad)
         else:
             passed += 1
+    for kt_rel, sw_rel, pattern in CONSTANTS:
+        kt, sw = android / kt_rel, ios / sw_rel
+        a, b = literals(_code(kt), pattern), literals(_code(sw), pattern)
+        if a != b:
+            problems.append(f"{sw.name} vs {kt.name}: literals differ: only Kotlin {[x for x in a if x not in b]},"
+                            f" only Swift {[x for x in b if x not in a]}")
+        else:
+            passed += 1
     return passed, problems
 
 
@@ -149,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     passed, problems = check(a.fixture, a.android, a.ios, a.bundle)
     for p in problems:
         print(f"FAIL {p}")
-    total = len(PAIRS)
-    print(f"fixture fields (Swift tests vs Kotlin tests, {total} file pairs): {passed} passed, {total - passed} failed")
+    total = len(PAIRS) + len(CONSTANTS)
+    print(f"fixture fields and literals (Swift vs Kotlin, {total} file pairs): {passed} passed, {total - passed} failed")
     return 0 if not problems else 1
 
 
