@@ -11,8 +11,10 @@ First, every Core ML artifact of BUNDLE runs the bundle's ``conformance.json`` v
 runtime (``MLModel.predict`` + ``make_state()``): the prompt token ids, then each adapter's greedy
 prefix, ids equal to the PyTorch reference's. These are the vectors the Android and iOS apps'
 self-tests run (``ios_demo/``), so a first Mac run proves Core ML parity with Apple's runtime
-before any timing; ``conformance-coreml.json`` in --out has the same shape as a phone's report
-(``python -m memlora.device_report`` reads it) and the script exits 1 on any mismatch.
+before any timing; ``conformance-coreml-<mode>-<quant>.json`` in --out (one per artifact) has the
+shape of a phone's report (``python -m memlora.device_report`` reads it), and the script exits 1 on
+any mismatch. ``--engine mil-numpy --conformance-only`` runs the same vectors through memlora's
+NumPy MIL evaluator on any OS (a check of this script and of the export, not of Apple's runtime).
 
 BUNDLE is a folder written by ``memlora export --backend coreml`` (external: one multifunction
 ``memlora.mlpackage``; fused: one package per adapter). The script is the same ``run_bench`` as
@@ -99,18 +101,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decode-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--conformance-only", action="store_true", help="check parity with Apple's runtime, no timing")
+    ap.add_argument("--engine", default="coreml-predict", choices=["coreml-predict", "mil-numpy"],
+                    help="mil-numpy (with --conformance-only): the same vectors through memlora's NumPy MIL "
+                         "evaluator, on any OS; it checks this script and the export, not Apple's runtime")
     args = ap.parse_args(argv)
-    if platform.system() != "Darwin":
+    if platform.system() != "Darwin" and not (args.engine == "mil-numpy" and args.conformance_only):
         print("macos_coreml.py: Core ML prediction needs macOS 15 or newer; nothing was measured.", file=sys.stderr)
         return 2
     import json
 
     args.out.mkdir(parents=True, exist_ok=True)
-    reports = conformance_parity(args.bundle)
+    reports = conformance_parity(args.bundle, engine=args.engine)
     if not reports:
         print(f"macos_coreml.py: {args.bundle} has no Core ML artifact (memlora export --backend coreml)", file=sys.stderr)
         return 2
-    (args.out / "conformance-coreml.json").write_text(json.dumps(reports, indent=1) + "\n", encoding="utf-8")
+    for key, rep in reports.items():  # one report per artifact, as a phone writes it
+        (args.out / f"conformance-{key.replace('/', '-')}.json").write_text(json.dumps(rep, indent=1) + "\n", encoding="utf-8")
     for key, rep in reports.items():
         line = ", ".join(f"{n} {s['total'] - s['failed']}/{s['total']}" for n, s in rep["sections"].items() if not s["skipped"])
         print(f"conformance {key} ({rep['runtime']}): {line}: {'passed' if rep['passed'] else 'FAILED'}", file=sys.stderr)
