@@ -85,7 +85,12 @@ final class CoreMLEngine: Engine {
             let src = bundle.root.appendingPathComponent(rel)
             let cache = bundle.root.appendingPathComponent(".compiled", isDirectory: true)
             try FileManager.default.createDirectory(at: cache, withIntermediateDirectories: true)
-            let dst = cache.appendingPathComponent(src.deletingPathExtension().lastPathComponent + ".mlmodelc")
+            // Keyed by the package's content (the manifest's sha256 of each of its files), so a
+            // re-exported bundle copied over the old one is compiled again.
+            var h = SHA256Hasher()
+            for f in try bundle.files() where f.path.hasPrefix(rel + "/") { h.update(Data((f.path + f.sha256).utf8)) }
+            let tag = String(h.finalizeHex().prefix(12))
+            let dst = cache.appendingPathComponent(src.deletingPathExtension().lastPathComponent + "-" + tag + ".mlmodelc")
             if !FileManager.default.fileExists(atPath: dst.path) {
                 progress?("Compiling \(rel) ...")
                 let tmp = try await MLModel.compileModel(at: src)
