@@ -153,10 +153,26 @@ def list_files(root: Path) -> list[dict]:
     return rows
 
 
+def exporter_versions() -> dict:
+    """Versions of the packages that wrote the bundle (``manifest["exporter"]``); the phone apps
+    refuse artifacts written by another major version of their runtime."""
+    from importlib import metadata
+
+    out = {}
+    for pkg in ("memlora", "executorch", "onnxruntime", "coremltools", "torch", "transformers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
 def write_manifest(root: Path, manifest: Manifest | dict) -> dict:
-    """Fill in the file list and write ``manifest.json`` (temp file + rename); returns it as JSON."""
+    """Fill in the file list and exporter versions and write ``manifest.json`` (temp file + rename);
+    returns it as JSON."""
     record = manifest if isinstance(manifest, Manifest) else Manifest.from_json(manifest)
     record.format, record.format_version, record.files = FORMAT, FORMAT_VERSION, list_files(root)
+    record.exporter = record.exporter or exporter_versions()
     data = record.to_json()
     tmp = root / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False))
