@@ -158,13 +158,13 @@ def test_unwritable_out(tmp_path, preset_dir):
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
     res = run("export", "--out", blocker / "bundle", "--quiet")
-    assert res.exit_code == 2 and "not writable" in res.output.replace("\n", " ")
+    assert res.exit_code == 2 and "a parent of the output is a file" in res.output.replace("\n", " ")
 
 
 def test_failure_mid_export_leaves_nothing(tmp_path, preset_dir, monkeypatch):
     """An error after files were written (here: inside the backend) removes the temp bundle."""
-    from memlora.backends import onnx_backend
-    from memlora.errors import ExportFailure
+    from memlora.backends.onnx import export as onnx_backend
+    from memlora.core.errors import ExportFailure
 
     def boom(*a, **k):
         raise ExportFailure("simulated lowering failure", fix="none")

@@ -3,20 +3,21 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
 from .backends import get_backend
-from .bundle import atomic_dir, write_manifest
-from .config import AdapterMode, BackendName, ExportSpec, Precision, Quant
-from .conformance import check_embedder_arg, write_bundle_extras
-from .errors import MemloraError
+from .core.bundle import atomic_dir, scratch_dir, write_manifest
+from .core.manifest import Manifest
+from .core.config import (AdapterMode, BackendName, CoreMLConfig, ExecuTorchConfig, ExportSpec, OnnxConfig,
+                          Precision, Quant)
+from .extras import check_embedder_arg, write_bundle_extras
+from .core.errors import MemloraError
 from .parity import DEFAULT_PROMPTS, artifact_parity
-from .progress import steps
-from .sources import resolve
+from .core.progress import steps
+from .sources.resolve import resolve
 from .stock.context import PHONE_DEFAULT, choose_context, context_need
 from .stock.package import package_artifact, write_tokenizer_config
 
@@ -34,6 +35,9 @@ class ExportOptions:
     precision: Precision = Precision.FP32
     group_size: int = 32
     max_seq_len: int | None = None  # None: sized from the bundle's own prompts (memlora.stock.context)
+    onnx: OnnxConfig = field(default_factory=OnnxConfig)
+    coreml: CoreMLConfig = field(default_factory=CoreMLConfig)
+    executorch: ExecuTorchConfig = field(default_factory=ExecuTorchConfig)
     parity_tokens: int = 32
     check_parity: bool = True
     force: bool = False
@@ -44,7 +48,8 @@ class ExportOptions:
 
     def specs(self, max_seq_len: int | None = None) -> list[ExportSpec]:
         ctx = max_seq_len or self.max_seq_len or PHONE_DEFAULT
-        return [ExportSpec(b, m, q, self.precision, self.group_size, ctx)
+        return [ExportSpec(b, m, q, self.precision, self.group_size, ctx, self.onnx, self.coreml,
+                           self.executorch)
                 for b, m, q in itertools.product(self.backends, self.adapter_modes, self.quants)]
 
 
@@ -62,12 +67,12 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
     if opts.embedder:
         check_embedder_arg(opts.embedder)
     for spec in specs:
-        reason = get_backend(spec.backend.value).available()
+        reason = get_backend(spec.backend).available()
         if reason:
             raise MemloraError(f"backend {spec.backend.value} is not available here: {reason}",
                                fix="install it or choose another --backend")
     # atomic_dir checks --out (exists, --force, writable) before anything is loaded.
-    with tempfile.TemporaryDirectory(prefix="memlora-src-") as work, atomic_dir(opts.out, opts.force) as tmp:
+    with scratch_dir("memlora-src-") as work, atomic_dir(opts.out, opts.force) as tmp:
         src = resolve(opts.model, opts.adapters, Path(work), allow_pickle=opts.allow_pickle,
                       trust_remote_code=opts.trust_remote_code)
         # The context every artifact holds, sized from the bundle's own prompts (refused when they
@@ -76,9 +81,9 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
         context = choose_context(opts.max_seq_len, need)
         specs = opts.specs(context)
         manifest = _base_manifest(src)
-        manifest["context"] = dict(need.to_json(), length=context)
+        manifest.extra["context"] = dict(need.to_json(), length=context)
         shutil.copy(src.info.tokenizer_file, tmp / "tokenizer.json")
-        manifest["tokenizer_config"] = write_tokenizer_config(tmp, src.info, context)
+        manifest.extra["tokenizer_config"] = write_tokenizer_config(tmp, src.info, context)
         from .tasks.decoder import build_decoder_task
 
         with steps(show_progress) as progress:
@@ -86,22 +91,20 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
             task = build_decoder_task(src.info, src.adapters)
             reference = None
             if opts.check_parity:
-                from .backends.pytorch_backend import TorchRunner
+                from .backends.pytorch import reference_runner
 
-                reference = TorchRunner(src.info.path, src.adapter_dirs, src.info.family.attn_implementation)
+                reference = reference_runner(src.info.path, src.adapter_dirs, src.info.family.attn_implementation)
             ids = prompt_ids(src.info.tokenizer_file)
             progress.update(job, total=len(specs), completed=0)
             for spec in specs:
                 progress.update(job, description=f"export {spec.backend.value}/{spec.adapter_mode.value}/{spec.quant.value}")
-                backend = get_backend(spec.backend.value)
-                t0 = time.perf_counter()
+                backend = get_backend(spec.backend)
                 artifact = backend.export(task, spec, tmp)
-                artifact.meta.setdefault("export_seconds", round(time.perf_counter() - t0, 2))
                 artifact.stock = package_artifact(artifact, tmp, src.info, context)  # stock runtime files
                 if reference is not None:
                     progress.update(job, description=f"parity {artifact.key}")
                     artifact.parity = artifact_parity(backend, artifact, tmp, reference, ids, opts.parity_tokens)
-                manifest["artifacts"].append(artifact.to_json())
+                manifest.artifacts.append(artifact)
                 progress.advance(job)
             progress.update(job, description="prompts, conformance.json, embedder")
             write_bundle_extras(tmp, manifest, reference, opts.embedder)
@@ -113,13 +116,13 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
     return manifest
 
 
-def _base_manifest(src) -> dict:
+def _base_manifest(src) -> Manifest:
     info = src.info
     cfg = info.config
-    return {
-        "memlora_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": {
+    return Manifest(
+        memlora_version=__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        model={
             "family": info.family.model_type,
             "chat_format": info.family.chat_format,
             "source": src.record,
@@ -130,7 +133,6 @@ def _base_manifest(src) -> dict:
             "bos_token_id": cfg.get("bos_token_id"),
             "eos_token_id": cfg.get("eos_token_id"),
         },
-        "tokenizer": "tokenizer.json",
-        "adapters": [a.summary() for a in src.adapters.values()],
-        "artifacts": [],
-    }
+        tokenizer="tokenizer.json",
+        adapters=[a.summary() for a in src.adapters.values()],
+    )

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..bundle import MANIFEST, read_manifest, verify_files
+from ..core.bundle import MANIFEST, read_manifest, verify_files
 
 RUNTIME_MODULES = {"executorch-text-llm-runner": ("executorch.extension.llm.runner", "pip install memlora[executorch]"),
                    "onnxruntime-genai": ("onnxruntime_genai", "pip install memlora[genai]")}
@@ -80,7 +80,7 @@ def artifact_greedy(bundle: Path, art: dict, jobs: dict) -> dict[str, list[int]]
     """Greedy ids of memlora's own runner on the same artifact files (the same runtime kernels the
     stock runner uses), for each adapter's conformance prompt."""
     from ..backends import get_backend
-    from ..backends.base import Artifact
+    from ..core.artifact import Artifact
     from ..conformance import greedy
 
     runner = get_backend(art["backend"]).load(Artifact.from_json(art), Path(bundle))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import MemloraError
+from ..core.errors import MemloraError
 
 PHONE_DEFAULT = 2048  # the usual phone LLM context (ExecuTorch examples, ORT GenAI mobile models)
 MEMORY_ROOM = 512     # tokens a real turn adds beyond the samples: longer dialogue, top-5 memories
@@ -26,8 +26,8 @@ class ContextNeed:
     prompt_tokens: dict[str, int]  # op -> longest rendered conformance prompt of that op
     longest_op: str
     longest: int
-    minimum: int      # longest prompt + the reply: below this the loop cannot run
-    recommended: int  # minimum + room for longer real inputs
+    minimum: int      # longest prompt + the conformance reply: below this the bundle cannot check itself
+    recommended: int  # longest prompt + a reply + room for longer real inputs
     default: int      # max(PHONE_DEFAULT, recommended rounded up to ROUND)
 
     def to_json(self) -> dict:
@@ -38,7 +38,7 @@ def context_need(tokenizer_file: Path, chat_format: str, templates_dir: Path | N
     """Render every conformance prompt case with the bundle's templates and count its tokens."""
     from tokenizers import Tokenizer
 
-    from ..conformance import PROMPT_CASES, prompt_text
+    from ..conformance import GREEDY_TOKENS, PROMPT_CASES, prompt_text
     from ..memory import load_templates
 
     tok = Tokenizer.from_file(str(tokenizer_file))
@@ -48,8 +48,8 @@ def context_need(tokenizer_file: Path, chat_format: str, templates_dir: Path | N
         n = len(tok.encode(prompt_text(templates, chat_format, case), add_special_tokens=False).ids)
         counts[case["op"]] = max(counts.get(case["op"], 0), n)
     op = max(counts, key=counts.get)
-    minimum = counts[op] + ANSWER_ROOM
-    recommended = minimum + MEMORY_ROOM
+    minimum = counts[op] + GREEDY_TOKENS
+    recommended = counts[op] + ANSWER_ROOM + MEMORY_ROOM
     default = max(PHONE_DEFAULT, -(-recommended // ROUND) * ROUND)
     return ContextNeed(counts, op, counts[op], minimum, recommended, default)
 
@@ -61,7 +61,8 @@ def choose_context(requested: int | None, need: ContextNeed) -> int:
     if requested < need.minimum:
         raise MemloraError(
             f"--max-seq-len {requested} cannot hold this bundle's prompts: the {need.longest_op} prompt "
-            f"alone is {need.longest} tokens, plus {ANSWER_ROOM} for the reply = {need.minimum} "
-            f"(recommended {need.recommended}: +{MEMORY_ROOM} for longer inputs)",
+            f"alone is {need.longest} tokens, plus {need.minimum - need.longest} for its conformance reply = "
+            f"{need.minimum} (recommended {need.recommended}: +{ANSWER_ROOM} for a reply, +{MEMORY_ROOM} "
+            "for longer inputs)",
             fix=f"leave --max-seq-len out (default {need.default}) or pass at least {need.minimum}")
     return requested

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..backends.base import Artifact
+from ..core.artifact import Artifact
 from .genai_config import CONFIG as GENAI_CONFIG, genai_config, write_genai_config
 from .tokenizer_config import FILE as TOKENIZER_CONFIG, write_tokenizer_config  # noqa: F401
 from .tokens import bos_id, end_ids
