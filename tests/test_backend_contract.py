@@ -142,7 +142,7 @@ def test_pytorch_is_the_run_only_reference(onnx_fp32_bundle):
 
 
 @pytest.mark.parametrize("name,adapter,checks", [
-    pytest.param("executorch", "answer", lambda a, out: a["max_seq_len"] == 64 and "delegation" in a["meta"],
+    pytest.param("executorch", "answer", lambda a, out: a["max_seq_len"] >= 2048 and "delegation" in a["meta"],
                  marks=pytest.mark.slow),  # ~1 min alone; the contract test covers the same export
     ("coreml", "extract", lambda a, out: a["meta"]["functions"] == {"base": "base", "extract": "extract"}
      and (out / a["files"]["model"] / "Manifest.json").is_file()),
