@@ -43,6 +43,11 @@ class ExportOptions:
     trust_remote_code: bool = False
     embedder: str | None = None  # "tiny" or an HF encoder folder; adds embedder/
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.parity_tokens <= 4096:
+            raise MemloraError(f"--parity-tokens {self.parity_tokens} is out of range",
+                               fix="use 1..4096 greedy tokens per prompt (or --no-parity)")
+
     def specs(self) -> list[ExportSpec]:
         return [ExportSpec(b, m, q, self.precision, self.group_size, self.max_seq_len, self.onnx, self.coreml,
                            self.executorch)
@@ -94,7 +99,7 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
                     artifact.parity = artifact_parity(backend, artifact, tmp, reference, ids, opts.parity_tokens)
                 manifest.artifacts.append(artifact)
                 progress.advance(job)
-            progress.update(job, description="prompts, conformance.json, embedder")
+            progress.update(job, description="prompts, conformance.json" + (", embedder" if opts.embedder else ""))
             write_bundle_extras(tmp, manifest, reference, opts.embedder)
         manifest = write_manifest(tmp, manifest)
     return manifest
