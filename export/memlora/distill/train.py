@@ -372,6 +372,7 @@ def train_op(cfg: DistillConfig, op: Op, info, tokenizer, templates: Templates, 
         else:
             bad_evals += 1
 
+    do_eval(0)
     for step in range(1, opts.steps + 1):
         if len(order) < opts.batch_size:
             perm = list(range(len(data.train)))
