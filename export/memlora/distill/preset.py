@@ -37,8 +37,8 @@ class DistilledPreset:
 DISTILLED_PRESETS: dict[str, DistilledPreset] = {p.name: p for p in (
     DistilledPreset("tiny-qwen2-distilled", "tiny-qwen2",
                     lora=LoraOptions(rank=8, alpha=16),
-                    train=TrainOptions(learning_rate=5e-3, steps=150, batch_size=4, eval_every=50,
-                                       eval_examples=4, val_examples=16, heldout_examples=16, patience=2),
+                    train=TrainOptions(learning_rate=5e-3, steps=100, batch_size=4, eval_every=50,
+                                       eval_examples=2, heldout_examples=8, patience=2),
                     description="tiny-qwen2 with extract/update/answer adapters distilled from LoCoMo "
                                 "(needs --data locomo10.zip; a few CPU minutes)"),
 )}
