@@ -7,7 +7,7 @@ from distill_fixtures import write_locomo_zip
 from memlora.distill.records import (BadLines, TeacherRecord, filter_records, prompt_text, read_jsonl,
                                      target_text, write_jsonl)
 from memlora.distill.teacher import ADVERSARIAL_ANSWER, TeacherSettings, decide, teacher_locomo
-from memlora.errors import MemloraError
+from memlora.core.errors import MemloraError
 from memlora.memory import Op, load_templates
 from memlora.memory.parsing import parse_extract, parse_update
 from memlora.memory.prompts import DialogTurn, extract_messages, render

@@ -9,7 +9,7 @@ from distill_fixtures import write_locomo_zip, write_short_templates
 from memlora.distill.records import TeacherRecord, write_jsonl
 from memlora.distill.teacher import teacher_locomo
 from memlora.distill.train import TRAINING_RECORD, DistillConfig, LoraOptions, TrainOptions, distill
-from memlora.errors import MemloraError
+from memlora.core.errors import MemloraError
 from memlora.memory import Op
 
 FAST = TrainOptions(learning_rate=5e-3, steps=120, batch_size=4, eval_every=40, eval_examples=4,

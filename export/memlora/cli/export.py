@@ -98,14 +98,23 @@ def parity(bundle: Path = typer.Argument(..., help="Bundle folder written by mem
 
 @app.command()
 def preset(name: str = typer.Argument(..., help="Preset name (see `memlora presets`)."),
-           out: Path = typer.Argument(..., help="Folder to write model/ and adapters/ into.")) -> None:
-    """Write a built-in seeded preset: a real HF model folder and three PEFT adapters."""
+           out: Path = typer.Argument(..., help="Folder to write model/ and adapters/ into."),
+           data: Optional[Path] = typer.Option(None, "--data", help="Distilled presets: the LoCoMo file their "
+                                                                   "adapters are trained from (read, never copied)."),
+           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+    """Write a built-in seeded preset: a real HF model folder and its PEFT adapters (distilled presets train theirs from LoCoMo first)."""
+    from ..distill.preset import DISTILLED_PRESETS, write_distilled_preset
     from ..sources.presets import write_preset
 
     try:
         if out.exists() and any(out.iterdir()):
             raise MemloraError("output folder exists and is not empty", out, "choose another folder")
-        model_dir, adapters = write_preset(name, out)
+        if name in DISTILLED_PRESETS:
+            if data is None:
+                raise MemloraError(f"preset {name} is trained from LoCoMo", fix="pass --data locomo10.zip")
+            model_dir, adapters, _ = write_distilled_preset(name, out, data, show_progress=not quiet)
+        else:
+            model_dir, adapters = write_preset(name, out)
     except MemloraError as e:
         _fail(e)
     typer.echo(f"model: {model_dir}")
@@ -116,11 +125,14 @@ def preset(name: str = typer.Argument(..., help="Preset name (see `memlora prese
 @app.command()
 def presets() -> None:
     """List the built-in presets."""
+    from ..distill.preset import DISTILLED_PRESETS
     from ..sources.presets import PRESETS
 
     table = Table("preset", "family", "real size", "description")
     for p in PRESETS.values():
         table.add_row(p.name, p.model_type, "yes" if p.real_size else "", p.description)
+    for d in DISTILLED_PRESETS.values():
+        table.add_row(d.name, "qwen2", "", d.description)
     Console().print(table)
 
 

@@ -50,7 +50,7 @@ def write_distilled_preset(name: str, out: str | Path, data: str | Path, *, step
 
     ``data`` is the LoCoMo file (read, never copied). Returns the model folder, the adapter
     folders and the distill report (before/after held-out metrics, timings)."""
-    from ..presets import write_preset
+    from ..sources.presets import write_preset
 
     if name not in DISTILLED_PRESETS:
         raise MemloraError(f"unknown distilled preset {name!r}", fix=f"use one of: {', '.join(DISTILLED_PRESETS)}")
