@@ -168,6 +168,21 @@ def locomo(
         raise typer.Exit(1)
 
 
+_CATEGORIES = {"1": "multi-hop", "2": "temporal", "3": "open-domain", "4": "single-hop", "5": "adversarial"}
+
+
+def _category_table(res: dict) -> Table:
+    """F1 / BLEU-1 per LoCoMo QA category, one column pair per runtime."""
+    cats = sorted({c for r in res.values() for c in r.get("by_category", {})})
+    table = Table("category", *(f"{n} F1" for n in res), *(f"{n} BLEU-1" for n in res), "QA",
+                  title="scores per category")
+    for c in cats:
+        rows = [r.get("by_category", {}).get(c, {}) for r in res.values()]
+        table.add_row(f"{c} {_CATEGORIES.get(c, '')}".strip(), *(f"{x.get('f1', 0):.3f}" for x in rows),
+                      *(f"{x.get('bleu1', 0):.3f}" for x in rows), str(rows[0].get("n", 0)))
+    return table
+
+
 def locomo_tables(report: dict) -> list[Table]:
     """Scores and store per runtime; time per operation; task-level parity (with --compare)."""
     s, res = report["settings"], report["results"]
@@ -184,7 +199,7 @@ def locomo_tables(report: dict) -> list[Table]:
         times.add_row(op, *(f"{r['ops'][op]['ms_per_call']:.1f}" for r in res.values()),
                       *(f"{r['ops'][op]['decode_ms_per_token']:.2f}" for r in res.values()),
                       str(next(iter(res.values()))["ops"][op]["calls"]))
-    tables = [scores, times]
+    tables = [scores, _category_table(res), times]
     if "parity" in report:
         par = Table("operation", "identical", "share", title=f"task-level parity {s['backend']} vs pytorch")
         for op in ("extract", "update", "answer"):
