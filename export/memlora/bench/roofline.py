@@ -9,8 +9,10 @@ delegated head), so the table is taken out and one row put back:
 - ONNX: the graph says it. An initializer read only as the data of ``Gather`` /
   ``GatherBlockQuantized`` (and its scales / zero points there) counts one row; every other
   initializer counts in full (a tied table that also feeds the head through a Transpose does).
-- ExecuTorch: the embedding stays an fp32 ``nn.Embedding`` outside XNNPACK while the head is a
-  delegated linear with its own packed copy, so ``vocab x hidden x 4`` bytes are taken out.
+- ExecuTorch: the embedding stays an fp32 ``nn.Embedding`` (torchao quantizes only linears), so
+  with a quantized (or untied) head it is a second, gather-only copy: ``vocab x hidden x 4``
+  bytes are taken out. A tied fp32 export stores the table once (its foundation.ptd is the size
+  of the ONNX base), read in full as the head: nothing is taken out.
 - PyTorch eager: the parameters (tied counted once), less the table when untied.
 
 KV bytes are fp32 K and V of every layer at the mean decode position (prompt + tokens / 2).
@@ -90,8 +92,11 @@ def gathered(backend: str, root: Path | None, artifact: dict | None, adapter: st
                  and (":" not in role or role.split(":", 1)[1] == adapter)]
         got = [onnx_gathered(str(Path(root) / rel)) for rel in files if (Path(root) / rel).is_file()]
         return sum(t for t, _ in got), sum(r for _, r in got) or row, "onnx graph: gather-only initializers"
-    if backend == "executorch" and weight_bytes > table:
-        return table, row, "fp32 embedding table beside the delegated head"
+    quantized = (artifact or {}).get("quant", "none") != "none"
+    if backend == "executorch" and weight_bytes > table and (quantized or not shape["tied"]):
+        return table, row, "fp32 embedding table beside the quantized / untied head"
+    if backend == "executorch":
+        return 0, row, "fp32 tied: one table copy (measured: foundation.ptd ~ ONNX base), read in full as the head"
     return 0, row, "files as stored"
 
 

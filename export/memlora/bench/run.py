@@ -82,6 +82,12 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
                                     adapter_modes=adapter_modes, quants=quants)  # before any expensive work
     if not threads:  # explicit for every runtime, so eager and exports get the same cores
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load + threads > usable + 0.5:  # OpenMP barriers wait for descheduled threads: eager suffers most
+        say(f"warning: load average {load:.1f} on {usable} CPUs with {threads} thread(s) per runner: timings will "
+            "be noisy (an OpenMP runtime waits at every barrier for a thread that is not running); "
+            "--threads 1 on a busy machine")
     made_out = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
