@@ -265,3 +265,23 @@ def test_cli_bench(onnx_fp32_bundle, tmp_path):
     assert not list(out.glob("*.png"))
     bad = CliRunner().invoke(app, ["bench", str(onnx_fp32_bundle[0]), "--out", str(out), "--prompt-lens", "x"])
     assert bad.exit_code == 2
+
+
+def test_executorch_worker_gets_one_openmp_thread(monkeypatch):
+    """XNNPACK has its own pool of --threads; OpenMP beside it stays at 1 (issue 17: it only spins)."""
+    import memlora.bench.run as bench_run
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_popen(cmd, env, **kw):
+        seen["env"] = env
+        raise Stop
+
+    monkeypatch.setattr(bench_run.subprocess, "Popen", fake_popen)
+    for backend, want in (("executorch", "1"), ("onnx", "2")):
+        with pytest.raises(Stop):
+            _spawn(dict(kind="artifact", artifact={"backend": backend}, threads=2), timeout_s=1)
+        assert seen["env"]["OMP_NUM_THREADS"] == want
