@@ -30,7 +30,11 @@ def test_help_lists_verbs():
 
 def test_backends_and_presets():
     res = run("backends")
-    assert res.exit_code == 0 and "onnx" in res.output and "available" in res.output
+    import platform
+
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "onnx" in text and "yes" in text
+    assert platform.system() == "Darwin" or "MIL evaluator" in text  # Core ML exports here, predicts on macOS
     res = run("presets")
     assert res.exit_code == 0 and "tiny-qwen2" in res.output and "gemma2-2b-shape" in res.output
 

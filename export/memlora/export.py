@@ -46,6 +46,11 @@ class ExportOptions:
     embedder: str | None = None  # "tiny" or an HF encoder folder; adds embedder/
     stock_check: bool = False  # run every artifact in its stock runtime too (memlora.stock.check)
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.parity_tokens <= 4096:
+            raise MemloraError(f"--parity-tokens {self.parity_tokens} is out of range",
+                               fix="use 1..4096 greedy tokens per prompt (or --no-parity)")
+
     def specs(self, max_seq_len: int | None = None) -> list[ExportSpec]:
         ctx = max_seq_len or self.max_seq_len or PHONE_DEFAULT
         return [ExportSpec(b, m, q, self.precision, self.group_size, ctx, self.onnx, self.coreml,
@@ -106,7 +111,7 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
                     artifact.parity = artifact_parity(backend, artifact, tmp, reference, ids, opts.parity_tokens)
                 manifest.artifacts.append(artifact)
                 progress.advance(job)
-            progress.update(job, description="prompts, conformance.json, embedder")
+            progress.update(job, description="prompts, conformance.json" + (", embedder" if opts.embedder else ""))
             write_bundle_extras(tmp, manifest, reference, opts.embedder)
         manifest = write_manifest(tmp, manifest)
     if opts.stock_check:  # on the renamed bundle: the runtimes see the paths an app would

@@ -9,6 +9,9 @@ from . import export  # noqa: F401,I001  (each registers its verbs on app, in --
 from . import bench  # noqa: F401,I001
 from . import memory  # noqa: F401,I001
 from .app import app
+from ..distill.cli import register as _register_distill
+
+_register_distill(app)  # teacher locomo, distill
 from .export import summary_table  # noqa: F401  (re-exported)
 from .memory import locomo_tables  # noqa: F401  (re-exported)
 

@@ -138,7 +138,12 @@ public final class MemoryStore {
         try db.transaction {
             for op in ops where op.event != .NONE {
                 let done: AppliedOp
+                if op.event != .DELETE && PyText.len(op.text) > Parsing.maxTextChars {
+                    skipped.append("\(op.event.rawValue) text of \(PyText.len(op.text)) chars (over \(Parsing.maxTextChars))"); continue
+                }
                 if op.event == .ADD {
+                    let dup = try db.query("SELECT id FROM memories WHERE user = ? AND text = ?", [.text(user), .text(op.text)])
+                    if let first = dup.first { skipped.append("ADD duplicate of \(first[0].string ?? "")"); continue }
                     let mid = UUID().uuidString.lowercased()
                     try db.execute("INSERT INTO memories(id, user, text, created_at, updated_at, embedding) VALUES (?, ?, ?, ?, ?, ?)",
                                    [.text(mid), .text(user), .text(op.text), .text(stamp), .text(stamp), .null])

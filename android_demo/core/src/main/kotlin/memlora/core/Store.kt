@@ -96,7 +96,8 @@ class MemoryStore(private val db: Sql, useFts: Boolean? = null) {
     }
 
     /** Apply validated ops for [user] in one transaction; log each applied event. UPDATE/DELETE of
-     *  an id that no longer exists for [user], NONE, and UPDATE to the same text are skipped. */
+     *  an id that no longer exists for [user], NONE, UPDATE to the same text, an ADD of a text [user]
+     *  already has, and texts over MAX_TEXT_CHARS code points are skipped (as in Python). */
     fun apply(ops: List<UpdateOp>, user: String, at: String? = null, actor: String = "loop"): ApplyResult {
         val stamp = at ?: now()
         val live = ops.filter { it.event != Event.NONE }
@@ -106,7 +107,12 @@ class MemoryStore(private val db: Sql, useFts: Boolean? = null) {
         db.transaction {
             for (op in live) {
                 val done: AppliedOp
+                if (op.event != Event.DELETE && PyText.len(op.text) > Parsing.MAX_TEXT_CHARS) {
+                    skipped.add("${op.event.name} text of ${PyText.len(op.text)} chars (over ${Parsing.MAX_TEXT_CHARS})"); continue
+                }
                 if (op.event == Event.ADD) {
+                    val dup = db.query("SELECT id FROM memories WHERE user = ? AND text = ?", listOf(user, op.text))
+                    if (dup.isNotEmpty()) { skipped.add("ADD duplicate of ${dup[0][0]}"); continue }
                     val mid = UUID.randomUUID().toString()
                     db.execute("INSERT INTO memories(id, user, text, created_at, updated_at, embedding) VALUES (?, ?, ?, ?, ?, ?)",
                         listOf(mid, user, op.text, stamp, stamp, null))
