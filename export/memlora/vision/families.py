@@ -33,6 +33,7 @@ class VisionFamily:
         fixed_tile_encoder: HF's ``get_image_features`` filters padding images and bucketizes
             position ids (breaks ExecuTorch and Core ML); the encoder task computes the same
             thing for one full tile with precomputed position ids instead.
+        pixel_values_ndim: HF's ``pixel_values`` rank (Idefics3/SmolVLM: ``[B, images, 3, S, S]``).
         real_sizes: published shapes, for benchmarks and docs: tile size, tokens per image.
     """
 
@@ -50,6 +51,7 @@ class VisionFamily:
     resample: str
     bidirectional_image: bool = False
     fixed_tile_encoder: bool = False
+    pixel_values_ndim: int = 4
     real_sizes: str = ""
 
     @property
@@ -66,12 +68,12 @@ VISION_FAMILIES: dict[str, VisionFamily] = {f.model_type: f for f in (
     VisionFamily("smolvlm", "SmolVLMConfig", "llama", "model.text_model", "lm_head",
                  ("model.vision_model", "model.connector"), "<image>", "image_token_id",
                  ("<fake_token_around_image>", "<global-img>"), ("<fake_token_around_image>",),
-                 "SmolVLMImageProcessorPil", "lanczos", fixed_tile_encoder=True,
+                 "SmolVLMImageProcessorPil", "lanczos", fixed_tile_encoder=True, pixel_values_ndim=5,
                  real_sizes="SmolVLM-256M/500M: one 512 px tile = 64 tokens (pixel shuffle 4)"),
     VisionFamily("idefics3", "Idefics3Config", "llama", "model.text_model", "lm_head",
                  ("model.vision_model", "model.connector"), "<image>", "image_token_id",
                  ("<fake_token_around_image>", "<global-img>"), ("<fake_token_around_image>",),
-                 "Idefics3ImageProcessorPil", "lanczos", fixed_tile_encoder=True, real_sizes="Idefics3-8B: 364 px tiles = 169 tokens"),
+                 "Idefics3ImageProcessorPil", "lanczos", fixed_tile_encoder=True, pixel_values_ndim=5, real_sizes="Idefics3-8B: 364 px tiles = 169 tokens"),
     VisionFamily("internvl", "InternVLConfig", "qwen2", "model.language_model", "lm_head",
                  ("model.vision_tower", "model.multi_modal_projector"), "<IMG_CONTEXT>", "image_token_id",
                  ("<img>",), ("</img>",), "GotOcr2ImageProcessorPil", "bicubic",
