@@ -203,3 +203,49 @@ def example_inputs(task: VisionTask, seq: int = 3, past_len: int = 2, rank: int 
         lora.append((torch.randn(rank, base.in_features, generator=gen) * 0.01,
                      torch.randn(base.out_features, rank, generator=gen) * 0.01))
     return embeds, pos, mask, past, lora
+
+
+def remap_adapter(task: VisionTask, adapter: LoraAdapter) -> LoraAdapter:
+    """The same adapter keyed by ``LanguageModelView`` paths (for wrappers built on the view)."""
+    import dataclasses
+
+    return dataclasses.replace(adapter, weights={view_path(task, m): w for m, w in adapter.weights.items()})
+
+
+def static_embeds_decoder(task: VisionTask, max_seq_len: int, attention: str = "auto"):
+    """The static-KV-cache decoder of ``memlora.tasks.static_decoder`` on embeddings:
+    ``text_decoder(inputs_embeds [1, T, D], input_pos [1]) -> logits [1, T, V]``, the signature
+    ExecuTorch's ``MultimodalRunner`` calls. Causal only (see ``VisionFamily.bidirectional_image``)."""
+    import copy
+
+    from .static_decoder import StaticKVDecoder
+
+    class EmbedsStaticDecoder(StaticKVDecoder):
+        def forward(self, inputs_embeds: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+            seq = inputs_embeds.shape[1]
+            body = self.model.model
+            positions = input_pos[:1] + torch.arange(seq, dtype=input_pos.dtype)
+            start = None
+            if "custom" in self.kinds:
+                start = input_pos[0].item()
+                torch._check_is_size(start)
+                torch._check(start + seq <= self.max_seq_len)
+            ropes = {lt: (torch.index_select(getattr(self, f"rope_cos_{lt}"), 0, positions),
+                          torch.index_select(getattr(self, f"rope_sin_{lt}"), 0, positions))
+                     for lt in dict.fromkeys(self.layer_types)}
+            masks = {w: self._mask(positions, w) for w, k in zip(self.windows, self.kinds) if k == "math"}
+            hidden = inputs_embeds
+            for i, layer in enumerate(body.layers[: self.config.num_hidden_layers]):
+                lt, window = self.layer_types[i], self.windows[i]
+                mask = masks[window] if self.kinds[i] == "math" else None
+                hidden = layer(hidden, attention_mask=mask, position_embeddings=ropes[lt], position_ids=None,
+                               past_key_values=None, memlora_start=start, memlora_positions=positions)
+                if isinstance(hidden, tuple):
+                    hidden = hidden[0]
+            logits = self.model.lm_head(body.norm(hidden))
+            if self.final_softcap is not None:
+                logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
+            return logits
+
+    view = copy.deepcopy(LanguageModelView(task))
+    return EmbedsStaticDecoder(view, max_seq_len, attention).eval()

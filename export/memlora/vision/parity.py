@@ -6,7 +6,8 @@
 3. ``decoder``: per adapter, an image prompt teacher-forced against HF's own forward with
    ``pixel_values`` (the common tolerance table), first fed the *reference* image embeddings,
    then end to end through the exported encoder and embedding; controls: another image's
-   embeddings, and another adapter (``answer`` instead of ``vqa``).
+   embeddings, another adapter (``answer`` instead of ``vqa``) and, for families with
+   bidirectional image blocks (Gemma3), a plain causal mask.
 4. ``text``: every adapter on text-only prompts through the common check (``memlora.parity``).
 """
 from __future__ import annotations
@@ -113,6 +114,10 @@ def vision_parity(runner, reference, task, samples, prompts: Sequence[Sequence[i
             neg_img = forced(runner, name, ids, wrong_img, tokens, blocks_of(ids))
             other_adapter = "answer" if name == "vqa" and "answer" in names else names[(names.index(name) + 1) % len(names)]
             neg_ad = forced(runner, other_adapter, ids, ref_emb, tokens, blocks_of(ids))
+            if c.bidirectional_image and hasattr(runner, "_blocks"):  # a runner that takes the mask
+                causal = forced(runner, name, ids, ref_emb, tokens, None)
+                row["neg_causal_mask_max_abs"] = max(row.get("neg_causal_mask_max_abs", 0.0),
+                                                     float(np.abs(causal - ref_logits).max()))
             p = len(ids)
             top_ref, top_got = ref_logits[p - 1:].argmax(-1), got_e2e[p - 1:].argmax(-1)
             diffs = {"ref_embeds_max_abs": float(np.abs(got_ref - ref_logits).max()),
