@@ -228,3 +228,100 @@ def test_gemma3_on_executorch_is_refused_up_front(vlm_task):
     task, _ = vlm_task("tiny-gemma3-vl")
     with pytest.raises(MemloraError, match="bidirectional.*fix: export this family with --backend onnx"):
         check_supported(task)
+
+
+# --- export chains (slow) -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def smolvlm_bundle(tmp_path_factory):
+    """``memlora export --model tiny-smolvlm`` on ONNX + ExecuTorch, external + fused, with parity."""
+    from memlora.config import AdapterMode, BackendName
+    from memlora.export import ExportOptions, run_export
+
+    out = tmp_path_factory.mktemp("vlm") / "smolvlm"
+    manifest = run_export(ExportOptions(out=out, model="tiny-smolvlm",
+                                        backends=[BackendName.ONNX, BackendName.EXECUTORCH],
+                                        adapter_modes=[AdapterMode.EXTERNAL, AdapterMode.FUSED], max_seq_len=128,
+                                        parity_tokens=16), show_progress=False)
+    return out, manifest
+
+
+@pytest.mark.slow
+def test_smolvlm_bundle_parity_per_graph_and_negative_controls(smolvlm_bundle):
+    out, manifest = smolvlm_bundle
+    assert manifest["model"]["kind"] == "vision-language"
+    assert {(a["backend"], a["adapter_mode"]) for a in manifest["artifacts"]} == {
+        ("onnx", "external"), ("onnx", "fused"), ("executorch", "external"), ("executorch", "fused")}
+    for a in manifest["artifacts"]:
+        p = a["parity"]
+        assert p["passed"], (a["backend"], a["adapter_mode"], p["failures"])
+        assert p["encoder"]["max_rel"] <= 1e-3 and p["encoder"]["negative_control_max_rel"] > 0.1
+        vqa = p["decoder"]["vqa"]
+        assert vqa["end_to_end_max_abs"] <= 1e-4
+        assert vqa["neg_other_image_max_abs"] > 1e-2 and vqa["neg_adapter_answer_max_abs"] > 1e-2
+    et = next(a for a in manifest["artifacts"] if a["backend"] == "executorch")
+    assert et["meta"]["constant_methods"]["get_tokens_per_image"] == 16
+    assert set(et["meta"]["delegation"]) == {"vision_encoder", "token_embedding", "text_decoder"}
+
+
+@pytest.mark.slow
+def test_stock_multimodal_runner_matches_reference_greedy(smolvlm_bundle, tmp_path):
+    from memlora.vision.runtime import open_vision
+    from memlora.vision.stock_runner import expected_ids, parse_ids, stock_generate, write_id_tokenizer
+
+    out, manifest = smolvlm_bundle
+    conf = json.loads((out / "conformance.json").read_text())["vision"]
+    case = conf["cases"][0]
+    session = open_vision(out, "onnx")
+    from PIL import Image
+
+    image = np.asarray(Image.open(out / case["png"]).convert("RGB"))
+    c = session.contract
+    ids = case["prompt_ids"]
+    first = ids.index(c.image_token_id) - len(c.before_ids)
+    last = first + len(c.expansion_ids())
+    et = next(a for a in manifest["artifacts"] if a["backend"] == "executorch" and a["adapter_mode"] == "fused")
+    vocab = manifest["model"]["vocab_size"]
+    from memlora.vision.preprocess import pixels
+
+    got = parse_ids(stock_generate(out / et["files"]["model:vqa"], write_id_tokenizer(vocab, tmp_path / "ids.json"),
+                                   ids[:first] + list(c.before_ids), pixels(image, c),
+                                   list(c.after_ids) + ids[last:], 16))
+    assert got == expected_ids(case["greedy_ids"], [manifest["model"]["eos_token_id"]])
+    # and memlora's own Python app loop over the ONNX graphs says the same
+    assert session.ask(image, case["question"])[: len(got)] == got
+
+
+@pytest.mark.slow
+def test_preprocess_reference_reproduces_conformance_vectors(smolvlm_bundle):
+    from PIL import Image
+
+    from memlora.vision.preprocess import contract_from_json, normalise, pixels
+
+    out, _ = smolvlm_bundle
+    pre = json.loads((out / "vision/preprocess.json").read_text())
+    assert pre["hf_processor_config"] == json.loads((out / "vision/preprocessor_config.json").read_text())
+    c = contract_from_json(pre)
+    for case in json.loads((out / "conformance.json").read_text())["vision"]["cases"]:
+        png = (out / case["png"]).read_bytes()
+        assert hashlib.sha256(png).hexdigest() == case["png_sha256"]
+        image = np.asarray(Image.open(out / case["png"]).convert("RGB"))
+        assert hashlib.sha256(image.tobytes()).hexdigest() == case["canvas_sha256"]
+        pix = pixels(image, c)
+        assert hashlib.sha256(pix.tobytes()).hexdigest() == case["pixel_values"]["sha256"]
+        assert np.allclose(normalise(pix, c).ravel()[:8], case["normalised"]["first"], atol=1e-7)
+        assert case["prompt_ids"].count(c.image_token_id) == c.tokens_per_image and len(case["greedy_ids"]) == 16
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tiny-internvl", "tiny-gemma3-vl"])
+def test_onnx_bundle_other_families(tmp_path, name):
+    from memlora.config import AdapterMode
+    from memlora.export import ExportOptions, run_export
+
+    manifest = run_export(ExportOptions(out=tmp_path / name, model=name, adapter_modes=[AdapterMode.EXTERNAL],
+                                        parity_tokens=8), show_progress=False)
+    p = manifest["artifacts"][0]["parity"]
+    assert p["passed"], p["failures"]
+    if name == "tiny-gemma3-vl":
+        assert p["decoder"]["vqa"]["neg_causal_mask_max_abs"] > 1e-2

@@ -249,3 +249,14 @@ def static_embeds_decoder(task: VisionTask, max_seq_len: int, attention: str = "
 
     view = copy.deepcopy(LanguageModelView(task))
     return EmbedsStaticDecoder(view, max_seq_len, attention).eval()
+
+
+def as_decoder_task(task: VisionTask, names: list[str]):
+    """The SVLM's language model as a text ``DecoderTask`` (``LanguageModelView`` and adapters keyed
+    by its paths), so the text backends export the text-only adapters in their usual layout."""
+    from dataclasses import replace
+
+    from .decoder import DecoderTask
+
+    info = replace(task.info, family=task.family.text)  # the text backends read family.model_type
+    return DecoderTask(LanguageModelView(task), info, {n: remap_adapter(task, task.adapters[n]) for n in names})

@@ -36,6 +36,12 @@ def check_supported(task) -> None:
             task.info.path, "export this family with --backend onnx")
 
 
+def vision_adapters(task) -> list[str]:
+    """The adapters that get a multimodal program: ``vqa`` (MemLoRA-V picks it when a question needs
+    an image); every adapter when there is no ``vqa``. The others keep the text layout."""
+    return ["vqa"] if "vqa" in task.adapters else list(task.adapters)
+
+
 def metadata(task, spec: ExportSpec) -> dict:
     c, tc = task.contract, task.text_config
     eos = tc.eos_token_id if isinstance(tc.eos_token_id, list) else [tc.eos_token_id]
@@ -123,7 +129,9 @@ def export(task, spec: ExportSpec, out_dir: Path) -> Artifact:
     meta: dict = {"kind": "vision-language", "runtime": "xnnpack", "methods": list(METHODS),
                   "constant_methods": metadata(task, spec), "self_contained": True, "per_adapter": {}}
     t0 = time.perf_counter()
-    for name, adapter in task.adapters.items():
+    names = vision_adapters(task)
+    for name in names:
+        adapter = task.adapters[name]
         t1 = time.perf_counter()
         if spec.adapter_mode is AdapterMode.EXTERNAL:
             program, info = _lower(task, spec, adapter)
@@ -140,7 +148,7 @@ def export(task, spec: ExportSpec, out_dir: Path) -> Artifact:
     meta["delegation"], meta["attention"] = first["delegation"], first["attention"]
     meta["file_bytes"] = {role: (out_dir / rel).stat().st_size for role, rel in files.items()}
     meta["export_seconds"] = round(time.perf_counter() - t0, 2)
-    return Artifact(NAME, spec.adapter_mode.value, spec.quant.value, list(task.adapters), files, spec.max_seq_len, meta)
+    return Artifact(NAME, spec.adapter_mode.value, spec.quant.value, names, files, spec.max_seq_len, meta)
 
 
 def load(artifact: Artifact, root: Path) -> "VisionExecuTorchRunner":

@@ -139,12 +139,36 @@ def run_vision_export(opts, show_progress: bool = True) -> dict:
                     finally:
                         runner.close()
                 manifest["artifacts"].append(artifact.to_json())
+                text_names = [n for n in task.adapters if n not in artifact.adapters]
+                if text_names:  # ExecuTorch: the text-only adapters keep the text layout
+                    progress.update(job, description=f"export {key} (text adapters)")
+                    manifest["artifacts"].append(_text_artifact(task, spec, tmp, text_names, reference,
+                                                                text_prompts, opts).to_json())
                 progress.advance(job)
             progress.update(job, description="prompts, conformance.json")
             write_bundle_extras(tmp, manifest, reference, opts.embedder)
             add_vision_conformance(tmp, task, reference, tok)
         manifest = write_manifest(tmp, manifest)
     return manifest
+
+
+def _text_artifact(task, spec, tmp: Path, names: list[str], reference, text_prompts, opts):
+    """The text-only adapters through the text backend on the SVLM's language model (ExecuTorch
+    external: one shared foundation.ptd + a small .pte per adapter)."""
+    from ..backends import get_backend
+    from ..parity import artifact_parity
+    from ..tasks.vision import as_decoder_task
+
+    backend = get_backend(spec.backend.value)
+    t0 = time.perf_counter()
+    artifact = backend.export(as_decoder_task(task, names), spec, tmp)
+    artifact.meta.setdefault("export_seconds", round(time.perf_counter() - t0, 2))
+    artifact.meta["kind"] = "text"
+    artifact.meta["language_model_of"] = task.family.model_type
+    if opts.check_parity:
+        artifact.parity = artifact_parity(backend, artifact, tmp, reference, text_prompts,
+                                          min(opts.parity_tokens, 16))
+    return artifact
 
 
 def _manifest(info, task, record) -> dict:
