@@ -50,10 +50,28 @@ def _conv(a, op):
     return y
 
 
+def _avg_pool(a, op):
+    """MIL ``avg_pool`` (NCHW, valid padding, no ceil mode): Gemma3's projector pooling."""
+    x = np.asarray(a["x"], np.float32)
+    kh, kw = (int(k) for k in a["kernel_sizes"])
+    sh, sw = (int(s) for s in a["strides"])
+    pad = [int(p) for p in a.get("pad", (0, 0, 0, 0))] if str(a.get("pad_type", "valid")) == "custom" else [0]
+    if str(a.get("pad_type", "valid")) not in ("valid", "custom") or any(pad) or bool(a.get("ceil_mode", False)):
+        raise MemloraError("avg_pool with padding is not in memlora's MIL evaluator", fix="check this export on a Mac")
+    n, c, h, w = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    y = np.zeros((n, c, oh, ow), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            y += x[:, :, i: i + sh * (oh - 1) + 1: sh, j: j + sw * (ow - 1) + 1: sw]
+    return y / (kh * kw)
+
+
 def _register_ops() -> None:
     from .. import mil_eval
 
     mil_eval.OPS.setdefault("conv", _conv)
+    mil_eval.OPS.setdefault("avg_pool", _avg_pool)
 
 
 def export(task, spec: ExportSpec, out_dir: Path) -> Artifact:

@@ -19,7 +19,8 @@ from ..config import BackendName
 from ..errors import MemloraError
 from ..progress import steps
 
-BACKENDS = {BackendName.ONNX: "memlora.vision.onnx_export", BackendName.EXECUTORCH: "memlora.vision.executorch_export"}
+BACKENDS = {BackendName.ONNX: "memlora.vision.onnx_export", BackendName.EXECUTORCH: "memlora.vision.executorch_export",
+            BackendName.COREML: "memlora.vision.coreml_export"}
 VQA_PROMPT = ("Look at the picture.", "")
 PARITY_SAMPLES = 2
 CONFORMANCE_IMAGES = 3
@@ -128,7 +129,9 @@ def run_vision_export(opts, show_progress: bool = True) -> dict:
                 t0 = time.perf_counter()
                 artifact = mod.export(task, spec, tmp)
                 artifact.meta.setdefault("export_seconds", round(time.perf_counter() - t0, 2))
-                if opts.check_parity:
+                if opts.check_parity and hasattr(mod, "encoder_parity"):  # Core ML: vision tower only
+                    artifact.parity = mod.encoder_parity(task, artifact, tmp, samples)
+                elif opts.check_parity:
                     progress.update(job, description=f"parity {key}")
                     runner = mod.load(artifact, tmp)
                     try:
@@ -140,7 +143,7 @@ def run_vision_export(opts, show_progress: bool = True) -> dict:
                         runner.close()
                 manifest["artifacts"].append(artifact.to_json())
                 text_names = [n for n in task.adapters if n not in artifact.adapters]
-                if text_names:  # ExecuTorch: the text-only adapters keep the text layout
+                if text_names:  # ExecuTorch / Core ML: these adapters keep the text layout
                     progress.update(job, description=f"export {key} (text adapters)")
                     manifest["artifacts"].append(_text_artifact(task, spec, tmp, text_names, reference,
                                                                 text_prompts, opts).to_json())
