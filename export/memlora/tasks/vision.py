@@ -178,6 +178,17 @@ class LanguageModelView(nn.Module):
         self.model = task.language_model()
         self.lm_head = task.lm_head()
         self.config = task.text_config
+        self.softcap = getattr(self.config, "final_logit_softcapping", None)
+
+    def forward(self, input_ids=None, inputs_embeds=None, **kwargs):
+        """``*ForCausalLM.forward``: the body, then the head (and Gemma's final soft-cap)."""
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, **kwargs)
+        logits = self.lm_head(out.last_hidden_state)
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return CausalLMOutputWithPast(logits=logits, past_key_values=out.past_key_values)
 
 
 def view_path(task: VisionTask, module: str) -> str:
