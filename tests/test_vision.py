@@ -325,3 +325,17 @@ def test_onnx_bundle_other_families(tmp_path, name):
     assert p["passed"], p["failures"]
     if name == "tiny-gemma3-vl":
         assert p["decoder"]["vqa"]["neg_causal_mask_max_abs"] > 1e-2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,precision", [("tiny-smolvlm", "fp32"), ("tiny-gemma3-vl", "fp16")])
+def test_coreml_vision_package_checked_by_the_mil_evaluator(vlm_task, tmp_path, name, precision):
+    from memlora.config import ExportSpec
+    from memlora.vision import coreml_export
+    from memlora.vision.images import make_samples
+
+    task, _ = vlm_task(name)
+    art = coreml_export.export(task, ExportSpec("coreml", precision=precision), tmp_path)
+    p = coreml_export.encoder_parity(task, art, tmp_path, make_samples(2, task.contract.tile, seed=1))
+    assert p["passed"], p["failures"]
+    assert p["encoder"]["negative_control_max_rel"] > 0.1
