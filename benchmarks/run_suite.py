@@ -6,7 +6,7 @@
 
 Each preset is exported once (ONNX, plus ExecuTorch where it runs here; external and fused;
 none, int8, int4) into ``--work`` (default /tmp, never the repo: artifacts are not committed),
-then ``memlora.bench.run_bench`` writes bench.json, bench.md and the PNGs to ``--out/<preset>``.
+then ``memlora.bench.run.run_bench`` writes bench.json, bench.md and the PNGs to ``--out/<preset>``.
 Real sizes: external with all three adapters, fused (none, int4) for the timed adapter only,
 exported apart and merged into one bundle (symlinks), so a run fits a shared 2-core machine.
 A preset that will not fit in this machine's free memory is skipped with the reason written to
@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 
-from memlora.bench import run_bench, runnable  # noqa: E402
-from memlora.config import AdapterMode, BackendName, Quant  # noqa: E402
+from memlora.bench.run import run_bench, runnable  # noqa: E402
+from memlora.core.config import AdapterMode, BackendName, Quant  # noqa: E402
 from memlora.export import ExportOptions, run_export  # noqa: E402
-from memlora.presets import get_preset, write_preset  # noqa: E402
+from memlora.sources.presets import get_preset, write_preset  # noqa: E402
 
 TINY = "tiny-qwen2"
 REAL = ("qwen2.5-0.5b-shape", "llama3.2-1b-shape", "gemma2-2b-shape")
@@ -75,7 +75,7 @@ def fits(preset: str) -> str | None:
 def merge_bundles(out: Path, parts: list[Path]) -> Path:
     """One bundle whose artifacts are those of ``parts`` (same source model): files are symlinked,
     the manifest lists every artifact, the first part's model block and source are kept."""
-    from memlora.bundle import read_manifest, write_manifest
+    from memlora.core.bundle import read_manifest, write_manifest
 
     out.mkdir(parents=True, exist_ok=True)
     manifests = [read_manifest(p) for p in parts]

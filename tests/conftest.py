@@ -11,11 +11,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Backend export fixtures, shared by the backend's own tests and the contract test (registered
+# here once, so a session-scoped export is built once for every module that uses it).
+from coreml_fixtures import coreml_export, reference  # noqa: E402,F401
+from et_fixtures import et_case  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def preset_dir(tmp_path_factory):
     """Factory: ``preset_dir(name) -> (model_dir, {adapter: dir})``, each preset written once."""
-    from memlora.presets import write_preset
+    from memlora.sources.presets import write_preset
 
     cache: dict[str, tuple[Path, dict[str, Path]]] = {}
 
@@ -30,7 +35,7 @@ def preset_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def onnx_fp32_bundle(tmp_path_factory, preset_dir):
     """The README's main job: default preset, ONNX, external and fused, fp32, with parity."""
-    from memlora.config import AdapterMode
+    from memlora.core.config import AdapterMode
     from memlora.export import ExportOptions, run_export
 
     model_dir, adapters = preset_dir("tiny-qwen2")
@@ -43,7 +48,7 @@ def onnx_fp32_bundle(tmp_path_factory, preset_dir):
 @pytest.fixture(scope="session")
 def onnx_quant_bundle(tmp_path_factory, preset_dir):
     """int8 and int4 (MatMulNBits), external and fused."""
-    from memlora.config import AdapterMode, Quant
+    from memlora.core.config import AdapterMode, Quant
     from memlora.export import ExportOptions, run_export
 
     model_dir, adapters = preset_dir("tiny-qwen2")

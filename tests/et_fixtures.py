@@ -1,5 +1,5 @@
 """ExecuTorch test fixtures: each (preset, mode, quant, adapters) exported and parity-checked once
-per session. Import into a test module with ``from et_fixtures import et_case, EtCase``."""
+per session. ``et_case`` is registered in conftest.py; import ``EtCase`` and the constants from here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,28 +22,28 @@ class EtCase:
     prompts: list[list[int]]
 
     def runner(self):
-        from memlora.backends import executorch_backend
+        from memlora.backends import get_backend
 
-        return executorch_backend.load(self.artifact, self.root)
+        return get_backend("executorch").load(self.artifact, self.root)
 
 
 @pytest.fixture(scope="session")
 def et_case(tmp_path_factory, preset_dir):
     """Factory: ``et_case(preset, mode="external", quant="none", adapters=None) -> EtCase``."""
     pytest.importorskip("executorch")
-    from memlora.backends import executorch_backend
-    from memlora.backends.pytorch_backend import TorchRunner
-    from memlora.config import ExportSpec
+    from memlora.backends import get_backend
+    from memlora.backends.pytorch import reference_runner
+    from memlora.core.config import ExportSpec
     from memlora.export import prompt_ids
     from memlora.parity import check_parity
-    from memlora.sources import resolve
+    from memlora.sources.resolve import resolve
     from memlora.tasks.decoder import build_decoder_task
 
-    reason = executorch_backend.available()
+    reason = get_backend("executorch").available()
     if reason:
         pytest.skip(reason)
     cache: dict[tuple, EtCase] = {}
-    refs: dict[tuple, TorchRunner] = {}
+    refs: dict[tuple, object] = {}
 
     def make(preset: str, mode: str = "external", quant: str = "none", adapters: tuple[str, ...] | None = None):
         key = (preset, mode, quant, adapters)
@@ -56,12 +56,12 @@ def et_case(tmp_path_factory, preset_dir):
         task = build_decoder_task(src.info, src.adapters)
         out = tmp_path_factory.mktemp("et-out")
         spec = ExportSpec("executorch", mode, quant, max_seq_len=MAX_SEQ_LEN)
-        art = executorch_backend.export(task, spec, out)
+        art = get_backend("executorch").export(task, spec, out)
         ref_key = (preset, tuple(dirs))
         if ref_key not in refs:
-            refs[ref_key] = TorchRunner(src.info.path, src.adapter_dirs, src.info.family.attn_implementation)
+            refs[ref_key] = reference_runner(src.info.path, src.adapter_dirs, src.info.family.attn_implementation)
         prompts = prompt_ids(src.info.tokenizer_file)
-        runner = executorch_backend.load(art, out)
+        runner = get_backend("executorch").load(art, out)
         try:
             parity = check_parity(runner, refs[ref_key], prompts, backend="executorch", quant=quant,
                                   n_tokens=PARITY_TOKENS)

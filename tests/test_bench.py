@@ -11,10 +11,10 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from memlora.bench import _plan, _spawn, run_bench, runnable
-from memlora.bench_rows import file_bytes
+from memlora.bench.run import _plan, _spawn, run_bench, runnable
+from memlora.bench.rows import file_bytes
 from memlora.cli import app
-from memlora.errors import MemloraError
+from memlora.core.errors import MemloraError
 
 ROW_FIELDS = {"runner", "backend", "adapter_mode", "quant", "adapter", "metric", "status"}
 SMOKE = dict(prompt_lens=(8, 16), decode_tokens=4, repeats=2, warmup=1, switch_repeats=2, bandwidth_mb=16)
@@ -98,7 +98,7 @@ def test_markdown_and_plots_written(smoke):
 
 
 def test_rerender_from_json_alone(smoke, tmp_path):
-    from memlora.bench_report import rerender
+    from memlora.bench.report import rerender
 
     copy = tmp_path / "bench.json"
     copy.write_text(smoke.json_path.read_text())

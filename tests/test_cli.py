@@ -163,8 +163,8 @@ def test_unwritable_out(tmp_path, preset_dir):
 
 def test_failure_mid_export_leaves_nothing(tmp_path, preset_dir, monkeypatch):
     """An error after files were written (here: inside the backend) removes the temp bundle."""
-    from memlora.backends import onnx_backend
-    from memlora.errors import ExportFailure
+    from memlora.backends.onnx import export as onnx_backend
+    from memlora.core.errors import ExportFailure
 
     def boom(*a, **k):
         raise ExportFailure("simulated lowering failure", fix="none")

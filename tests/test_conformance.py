@@ -7,7 +7,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from memlora.backends.base import Artifact
-from memlora.backends.onnx_backend import load
+from memlora.backends import get_backend
 from memlora.conformance import PARSE_CASES, greedy, parse_case, prompt_text
 from memlora.memory import load_templates
 
@@ -65,7 +65,7 @@ def test_parse_cases(conformance):
 def test_onnx_runner_reproduces_greedy_prefixes(conformance, mode):
     bundle, manifest, doc = conformance
     art = next(a for a in manifest["artifacts"] if a["adapter_mode"] == mode and a["quant"] == "none")
-    runner = load(Artifact.from_json(art), bundle)
+    runner = get_backend("onnx").load(Artifact.from_json(art), bundle)
     try:
         assert [g["adapter"] for g in doc["greedy"]] == ["extract", "update", "answer"]
         for g in doc["greedy"]:

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from memlora.adapters import fuse_state_dict, read_adapter
-from memlora.config import ExportSpec
-from memlora.errors import MemloraError
-from memlora.model_io import inspect_model_dir, linear_shapes, load_model
+from memlora.sources.adapters import fuse_state_dict, read_adapter
+from memlora.core.config import ExportSpec
+from memlora.core.errors import MemloraError
+from memlora.sources.model_io import inspect_model_dir, linear_shapes, load_model
 from memlora.tasks.lora import fused
 
 
@@ -23,7 +23,7 @@ def _peft_logits(model_dir, adapter_dir, ids):
 
 
 def test_preset_is_real_hf_folder_and_deterministic(preset_dir, tmp_path):
-    from memlora.presets import write_preset
+    from memlora.sources.presets import write_preset
 
     model_dir, adapters = preset_dir("tiny-llama")
     assert {p.name for p in model_dir.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
@@ -159,7 +159,7 @@ def test_spec_validation():
 
 
 def test_family_registry():
-    from memlora.families import FAMILIES, get_family
+    from memlora.core.families import FAMILIES, get_family
 
     assert set(FAMILIES) == {"llama", "qwen2", "qwen3", "gemma2", "gemma3_text"}
     assert get_family("gemma3") is FAMILIES["gemma3_text"]

@@ -1,5 +1,5 @@
 """Core ML backend, checked without a Mac: convert, inspect the saved MIL graph, run it with the
-NumPy MIL evaluator (memlora.mil_eval), compare with PyTorch + PEFT through check_parity.
+NumPy MIL evaluator (memlora.backends.coreml.mil), compare with PyTorch + PEFT through check_parity.
 
 Every export here is session-scoped and small (tiny presets, max_seq_len 64, 16 greedy tokens)
 so the whole file stays within a few minutes on two cores.
@@ -14,57 +14,14 @@ import pytest
 
 ct = pytest.importorskip("coremltools")
 
-from memlora.backends import coreml_backend as cb  # noqa: E402
-from memlora.config import ExportSpec  # noqa: E402
-from memlora.errors import MemloraError  # noqa: E402
+from memlora.backends import get_backend  # noqa: E402
+from memlora.backends.coreml import numerics_kind  # noqa: E402
+from memlora.backends.coreml.export import check_target  # noqa: E402
+from memlora.core.config import ExportSpec  # noqa: E402
+from memlora.core.errors import MemloraError  # noqa: E402
 from memlora.parity import check_parity  # noqa: E402
 
-SEQ = 64
-TOKENS = 16
-ADAPTERS = ["extract", "update", "answer"]
-
-
-@pytest.fixture(scope="session")
-def reference(preset_dir):
-    """Factory: ``reference(preset) -> TorchRunner`` with the preset's three adapters, built once."""
-    from memlora.backends.pytorch_backend import TorchRunner
-    from memlora.families import FAMILIES
-    from memlora.presets import get_preset
-
-    cache = {}
-
-    def make(preset: str):
-        if preset not in cache:
-            model_dir, adapters = preset_dir(preset)
-            family = FAMILIES[get_preset(preset).model_type]
-            cache[preset] = TorchRunner(model_dir, adapters, family.attn_implementation)
-        return cache[preset]
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def coreml_export(preset_dir, tmp_path_factory):
-    """Factory: ``coreml_export(preset, mode, quant, precision, adapters) -> (root, Artifact)``,
-    each combination exported once per session."""
-    from memlora.sources import resolve
-    from memlora.tasks.decoder import build_decoder_task
-
-    cache = {}
-
-    def make(preset: str, mode: str = "external", quant: str = "none", precision: str = "fp32",
-             adapters: tuple[str, ...] = tuple(ADAPTERS)):
-        key = (preset, mode, quant, precision, adapters)
-        if key not in cache:
-            model_dir, adapter_dirs = preset_dir(preset)
-            src = resolve(str(model_dir), {a: adapter_dirs[a] for a in adapters}, tmp_path_factory.mktemp("src"))
-            task = build_decoder_task(src.info, src.adapters)
-            root = tmp_path_factory.mktemp("coreml")
-            spec = ExportSpec("coreml", mode, quant, precision, group_size=32, max_seq_len=SEQ)
-            cache[key] = (root, cb.export(task, spec, root))
-        return cache[key]
-
-    return make
+from coreml_fixtures import ADAPTERS, SEQ, TOKENS  # noqa: E402,F401  (coreml_export, reference: conftest)
 
 
 def _prompts(preset_dir, preset: str):
@@ -76,7 +33,7 @@ def _prompts(preset_dir, preset: str):
 
 def _parity(coreml_export, reference, preset_dir, preset, **kw):
     root, art = coreml_export(preset, **kw)
-    runner = cb.load(art, root)
+    runner = get_backend("coreml").load(art, root)
     try:
         return art, check_parity(runner, reference(preset), _prompts(preset_dir, preset), backend="coreml",
                                  quant=art.quant, precision=art.meta["precision"], n_tokens=TOKENS)
@@ -95,11 +52,11 @@ def test_external_fp32_parity_every_adapter(coreml_export, reference, preset_dir
         assert row["max_abs_diff"] <= 1e-4 and row["top1_agreement"] == 1.0
         # Negative control: the reference under another adapter is far from this export.
         assert row["negative_control"]["max_abs_diff"] >= 100 * 1e-4
-    assert art.meta["numerics"] == cb.numerics_kind() == "mil-numpy"  # Linux CI; Darwin predicts
+    assert art.meta["numerics"] == numerics_kind() == "mil-numpy"  # Linux CI; Darwin predicts
 
 
 def test_multifunction_package_shares_the_base(coreml_export):
-    from memlora.mil_eval import load_program
+    from memlora.backends.coreml.mil import load_program
 
     root, art = coreml_export("tiny-qwen2")
     assert set(art.files) == {"model"} and art.files["model"].endswith("external-none-fp32/memlora.mlpackage")
@@ -119,7 +76,7 @@ def test_multifunction_package_shares_the_base(coreml_export):
 
 
 def test_graph_keeps_cache_in_state_and_lora_unfused(coreml_export):
-    from memlora.mil_eval import MilFunction, load_program
+    from memlora.backends.coreml.mil import MilFunction, load_program
 
     root, art = coreml_export("tiny-qwen2")
     program = load_program(root / art.files["model"])
@@ -132,24 +89,6 @@ def test_graph_keeps_cache_in_state_and_lora_unfused(coreml_export):
     # fp32 export: float16 state (the only kind Core ML has) split hi/lo for fp32 checking.
     assert set(fn.states) == {"key_cache", "value_cache", "key_cache_lo", "value_cache_lo"}
     assert all(dtype == np.float16 for _, dtype in fn.states.values())
-
-
-def test_runner_switch_resets_and_context_limit(coreml_export):
-    root, art = coreml_export("tiny-qwen2")
-    runner = cb.load(art, root)
-    ids = [5, 17, 230, 9, 44]
-    a = runner.prefill(ids)
-    runner.set_adapter("update")
-    b = runner.prefill(ids)
-    runner.set_adapter("extract")
-    np.testing.assert_array_equal(runner.prefill(ids), a)  # the cache was dropped on switch
-    assert np.abs(a - b).max() > 0.1
-    runner.set_adapter(None)  # the bare base function
-    assert np.abs(runner.prefill(ids) - a).max() > 0.1
-    runner.reset()
-    runner.prefill(list(range(SEQ - 2)))
-    with pytest.raises(MemloraError, match="context full"):
-        runner.prefill([1, 2, 3])
 
 
 # --- every family, fp16 (the device default) -----------------------------------------------------
@@ -173,7 +112,7 @@ def test_every_family_converts_fp16(coreml_export, reference, preset_dir, preset
 # so its negative control is another adapter (two conversions); int8 needs only one.
 @pytest.mark.parametrize("quant,adapters", [("int8", ("extract",)), ("int4", ("extract", "update"))])
 def test_compressed_parity(coreml_export, reference, preset_dir, quant, adapters):
-    from memlora.mil_eval import load_program
+    from memlora.backends.coreml.mil import load_program
 
     art, par = _parity(coreml_export, reference, preset_dir, "tiny-qwen2", mode="fused", quant=quant,
                        precision="fp16", adapters=adapters)
@@ -194,16 +133,16 @@ def test_compressed_parity(coreml_export, reference, preset_dir, quant, adapters
 
 def test_ios17_target_refused():
     with pytest.raises(MemloraError, match="iOS17 has no Core ML state"):
-        cb.check_target("iOS17")
+        check_target("iOS17")
     with pytest.raises(MemloraError, match="unknown Core ML deployment target"):
-        cb.check_target("iOS99")
-    cb.check_target("iOS18")
+        check_target("iOS99")
+    check_target("iOS18")
 
 
 def test_unknown_op_named_clearly():
     from coremltools.converters.mil import Builder as mb
 
-    from memlora.mil_eval import MilFunction
+    from memlora.backends.coreml.mil import MilFunction
 
     @mb.program(input_specs=[mb.TensorSpec(shape=(2, 4))])
     def prog(x):
@@ -218,7 +157,7 @@ def test_evaluator_state_semantics():
     from coremltools.converters.mil import Builder as mb
     from coremltools.converters.mil.mil import types
 
-    from memlora.mil_eval import MilFunction
+    from memlora.backends.coreml.mil import MilFunction
 
     @mb.program(input_specs=[mb.TensorSpec((3,), dtype=types.fp16), mb.StateTensorSpec((3,), dtype=types.fp16)],
                 opset_version=ct.target.iOS18)
@@ -238,36 +177,13 @@ def test_evaluator_state_semantics():
 
 # --- the CLI ---------------------------------------------------------------------------------------
 
-def test_cli_onnx_and_coreml_in_one_bundle(preset_dir, tmp_path):
-    import json
-
-    from typer.testing import CliRunner
-
-    from memlora.cli import app
-
-    model_dir, adapters = preset_dir("tiny-qwen2")
-    out = tmp_path / "bundle"
-    result = CliRunner().invoke(app, [
-        "export", "--out", str(out), "--model", str(model_dir), "--adapter", f"extract={adapters['extract']}",
-        "--backend", "onnx,coreml", "--max-seq-len", str(SEQ), "--parity-tokens", "8", "--quiet"])
-    assert result.exit_code == 0, result.output
-    manifest = json.loads((out / "manifest.json").read_text())
-    by_backend = {a["backend"]: a for a in manifest["artifacts"]}
-    assert set(by_backend) == {"onnx", "coreml"}
-    assert all(a["parity"]["passed"] for a in by_backend.values())
-    coreml = by_backend["coreml"]
-    assert coreml["meta"]["numerics"] == "mil-numpy" and coreml["meta"]["functions"] == {"base": "base",
-                                                                                          "extract": "extract"}
-    assert (out / coreml["files"]["model"] / "Manifest.json").is_file()
-
-
 @pytest.mark.slow
 def test_multifunction_package_within_115_percent_at_small_size(tmp_path, monkeypatch):
     """The whole multifunction package against one single-adapter package, on a model where the
     weights (not each function's ~110 KB of graph text) dominate, as they do for any real model.
     The fast test (weights only) covers the same path on the tiny preset; measured here: 1.035x."""
-    from memlora import presets
-    from memlora.config import BackendName, Precision
+    from memlora.sources import presets
+    from memlora.core.config import BackendName, Precision
     from memlora.export import ExportOptions, run_export
 
     monkeypatch.setitem(presets.PRESETS, "small-qwen2", presets.Preset(

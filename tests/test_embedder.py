@@ -6,10 +6,11 @@ import pytest
 from typer.testing import CliRunner
 
 from loop_fixtures import _CACHE, loop_bundle  # noqa: F401 (fixture)
-from memlora.backends.onnx_backend import export_encoder, load_encoder
-from memlora.bundle import sha256_file
+from memlora.backends.onnx.export import export_encoder
+from memlora.backends.onnx.runner import load_encoder
+from memlora.core.bundle import sha256_file
 from memlora.cli import app
-from memlora.errors import MemloraError
+from memlora.core.errors import MemloraError
 from memlora.memory import MemoryStore
 from memlora.runtime import open_bundle
 from memlora.tasks.embedder import TextEmbedder, build_embedder_task, embedder_parity, write_embedder_preset

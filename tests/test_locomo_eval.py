@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from loop_fixtures import locomo_file, loop_bundle  # noqa: F401 (fixtures)
 from memlora.cli import app
-from memlora.errors import MemloraError
-from memlora.locomo_eval import RunRecord, run_locomo, task_parity
+from memlora.core.errors import MemloraError
+from memlora.eval.locomo import LocomoSettings, RunRecord, run_locomo, task_parity
 
 cli = CliRunner()
 
@@ -19,7 +19,7 @@ def run(*args):
 
 
 def test_onnx_matches_pytorch_task_level(loop_bundle, locomo_file):
-    report = run_locomo(loop_bundle[0], locomo_file, "onnx", compare="pytorch", max_new_tokens=12)
+    report = run_locomo(loop_bundle[0], locomo_file, LocomoSettings("onnx", compare="pytorch", max_new_tokens=12))
     par = report["parity"]
     assert par["all_identical"], par
     # every turn is one extract; the raw fallback makes every turn reach update; 3 questions (cat 5 skipped)
@@ -73,9 +73,9 @@ def test_bad_options(loop_bundle, locomo_file):
     res = run("locomo", loop_bundle[0], "--data", locomo_file, "--backend", "executorch")
     assert res.exit_code == 2 and "re-export with --backend executorch" in res.output
     with pytest.raises(MemloraError, match="unknown --compare"):
-        run_locomo(loop_bundle[0], locomo_file, compare="tflite")
+        run_locomo(loop_bundle[0], locomo_file, LocomoSettings(compare="tflite"))
     with pytest.raises(MemloraError, match="--questions must be >= 1"):
-        run_locomo(loop_bundle[0], locomo_file, questions=0)
+        run_locomo(loop_bundle[0], locomo_file, LocomoSettings(questions=0))
 
 
 @pytest.mark.slow  # an ExecuTorch export (~1 min alone); the ONNX test covers the same path
@@ -88,14 +88,14 @@ def test_executorch_matches_pytorch_task_level(tmp_path_factory, locomo_file):
     reason = get_backend("executorch").available()
     if reason:
         pytest.skip(reason)
-    from memlora.config import BackendName
+    from memlora.core.config import BackendName
     from memlora.export import ExportOptions, run_export
 
     out = tmp_path_factory.mktemp("et-loop") / "bundle"
     run_export(ExportOptions(out=out, backends=[BackendName.EXECUTORCH], max_seq_len=256, parity_tokens=8),
                show_progress=False)
-    report = run_locomo(out, locomo_file, "executorch", compare="pytorch", max_new_tokens=8, max_turns=1,
-                        questions=2)
+    report = run_locomo(out, locomo_file, LocomoSettings("executorch", compare="pytorch", max_new_tokens=8,
+                                                max_turns=1, questions=2))
     assert report["results"]["executorch"]["max_seq_len"] == report["results"]["pytorch"]["max_seq_len"] == 256
     assert report["parity"]["all_identical"], report["parity"]
     assert report["parity"]["answer"]["total"] == 2

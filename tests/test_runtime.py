@@ -8,9 +8,10 @@ from typer.testing import CliRunner
 
 from loop_fixtures import bundle_without, loop_bundle  # noqa: F401 (fixture)
 from memlora.cli import app
-from memlora.errors import MemloraError
+from memlora.core.errors import MemloraError
 from memlora.memory import MemoryStore
-from memlora.runtime import open_bundle, remember_and_answer, select_artifact
+from memlora.memory.ingest import remember_and_answer
+from memlora.runtime import open_bundle, select_artifact
 
 cli = CliRunner()
 

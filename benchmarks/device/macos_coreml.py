@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     if platform.system() != "Darwin":
         print("macos_coreml.py: Core ML prediction needs macOS 15 or newer; nothing was measured.", file=sys.stderr)
         return 2
-    from memlora.bench import run_bench
-    from memlora.bench_report import table
+    from memlora.bench.run import run_bench
+    from memlora.bench.report import table
 
     result = run_bench(args.bundle, args.out, backends=["coreml"], repeats=args.repeats,
                        prompt_lens=tuple(int(n) for n in args.prompt_lens.split(",")),

@@ -12,15 +12,10 @@ the decode loop. This file lets their tests prove they match Python bit for bit:
 * ``greedy``: per adapter, the first ``n`` argmax tokens (ids and text) the PyTorch reference
   generates for that operation's fixed prompt. No stop rule is applied: exactly ``n`` tokens.
 
-Also here: :func:`write_bundle_extras`, the one step ``memlora export`` runs after its artifacts
-(``prompts/``, ``conformance.json`` and the optional ``embedder/``).
+This module only turns data into the document; ``memlora.extras`` writes it into a bundle.
 """
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -156,71 +151,3 @@ def build_conformance(tokenizer, chat_format: str, templates, reference, adapter
         doc["greedy"].append({"adapter": adapter, "case": case, "prompt_ids": ids, "ids": out,
                               "text": tokenizer.decode(out, skip_special_tokens=False)})
     return doc
-
-
-def write_bundle_extras(root: Path, manifest: dict, reference=None, embedder: str | None = None) -> None:
-    """Write ``prompts/``, ``conformance.json`` and (``embedder`` given) ``embedder/`` into the
-    bundle being built at ``root``, and record them in ``manifest`` (updated in place).
-
-    ``reference`` is the PyTorch runner of the bundle's source (built here when ``None``).
-    """
-    from tokenizers import Tokenizer
-
-    from .memory import load_templates, write_templates
-
-    root = Path(root)
-    write_templates(root / "prompts")
-    templates = load_templates(root / "prompts")
-    tokenizer = Tokenizer.from_file(str(root / manifest.get("tokenizer", "tokenizer.json")))
-    keep: list = []
-    try:
-        if reference is None:
-            from .runtime import _torch_runner
-
-            reference = _torch_runner(manifest, keep)
-        adapters = [a["name"] for a in manifest.get("adapters", [])] or list(reference.adapters)
-        doc = build_conformance(tokenizer, manifest["model"]["chat_format"], templates, reference, adapters)
-    finally:
-        for tmp in keep:
-            tmp.cleanup()
-    (root / "conformance.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    manifest["prompts"] = "prompts"
-    manifest["conformance"] = "conformance.json"
-    if embedder:
-        manifest["embedder"] = add_embedder(root, embedder)
-
-
-def check_embedder_arg(name_or_path: str) -> None:
-    """Fail fast (before any model is loaded) on an ``--embedder`` that is neither a preset nor an
-    encoder folder."""
-    from .errors import MemloraError
-    from .tasks.embedder import EMBEDDER_PRESETS
-
-    path = Path(name_or_path)
-    if name_or_path in EMBEDDER_PRESETS and not path.exists():
-        return
-    if not (path / "config.json").is_file() or not (path / "tokenizer.json").is_file():
-        raise MemloraError("not an encoder folder (needs config.json and tokenizer.json)", path,
-                           f"pass --embedder {' or '.join(EMBEDDER_PRESETS)} or a BERT-like HF encoder folder")
-
-
-def add_embedder(root: Path, name_or_path: str) -> dict:
-    """Export the embedder (``tiny`` or an HF encoder folder) to ``root/embedder/`` with parity."""
-    from .backends.onnx_backend import export_encoder, load_encoder
-    from .errors import ParityFailure
-    from .tasks.embedder import TextEmbedder, embedder_parity, resolve_embedder
-
-    out = Path(root) / "embedder"
-    with tempfile.TemporaryDirectory(prefix="memlora-emb-") as work:
-        task = resolve_embedder(name_or_path, Path(work))
-        info = export_encoder(task, out)
-        shutil.copy(task.tokenizer_file, out / "tokenizer.json")
-        exported = TextEmbedder.from_file(out / "tokenizer.json", load_encoder(out / info["files"]["model"]),
-                                          task.max_length)
-        parity = embedder_parity(exported, task.reference(), [t for t in TOKENIZER_SAMPLES if t][:6])
-    if not parity["passed"]:
-        raise ParityFailure(f"embedder parity failed: max |diff| {parity['max_abs_diff']:.2e}", out,
-                            "report this encoder")
-    return {"source": task.source, "dim": task.dim, "max_length": task.max_length, "pooling": "mean",
-            "normalize": "l2", "tokenizer": "embedder/tokenizer.json",
-            "files": {"onnx": f"embedder/{info['files']['model']}"}, "ops": info["ops"], "parity": parity}

@@ -10,13 +10,15 @@ from pathlib import Path
 
 from . import __version__
 from .backends import get_backend
-from .bundle import atomic_dir, write_manifest
-from .config import AdapterMode, BackendName, ExportSpec, Precision, Quant
-from .conformance import check_embedder_arg, write_bundle_extras
-from .errors import MemloraError
+from .core.bundle import atomic_dir, write_manifest
+from .core.manifest import Manifest
+from .core.config import (AdapterMode, BackendName, CoreMLConfig, ExecuTorchConfig, ExportSpec, OnnxConfig,
+                          Precision, Quant)
+from .extras import check_embedder_arg, write_bundle_extras
+from .core.errors import MemloraError
 from .parity import DEFAULT_PROMPTS, artifact_parity
-from .progress import steps
-from .sources import resolve
+from .core.progress import steps
+from .sources.resolve import resolve
 
 
 @dataclass
@@ -32,6 +34,9 @@ class ExportOptions:
     precision: Precision = Precision.FP32
     group_size: int = 32
     max_seq_len: int = 512
+    onnx: OnnxConfig = field(default_factory=OnnxConfig)
+    coreml: CoreMLConfig = field(default_factory=CoreMLConfig)
+    executorch: ExecuTorchConfig = field(default_factory=ExecuTorchConfig)
     parity_tokens: int = 32
     check_parity: bool = True
     force: bool = False
@@ -40,7 +45,8 @@ class ExportOptions:
     embedder: str | None = None  # "tiny" or an HF encoder folder; adds embedder/
 
     def specs(self) -> list[ExportSpec]:
-        return [ExportSpec(b, m, q, self.precision, self.group_size, self.max_seq_len)
+        return [ExportSpec(b, m, q, self.precision, self.group_size, self.max_seq_len, self.onnx, self.coreml,
+                           self.executorch)
                 for b, m, q in itertools.product(self.backends, self.adapter_modes, self.quants)]
 
 
@@ -62,7 +68,7 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
     if opts.embedder:
         check_embedder_arg(opts.embedder)
     for spec in specs:
-        reason = get_backend(spec.backend.value).available()
+        reason = get_backend(spec.backend).available()
         if reason:
             raise MemloraError(f"backend {spec.backend.value} is not available here: {reason}",
                                fix="install it or choose another --backend")
@@ -79,21 +85,19 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
             task = build_decoder_task(src.info, src.adapters)
             reference = None
             if opts.check_parity:
-                from .backends.pytorch_backend import TorchRunner
+                from .backends.pytorch import reference_runner
 
-                reference = TorchRunner(src.info.path, src.adapter_dirs, src.info.family.attn_implementation)
+                reference = reference_runner(src.info.path, src.adapter_dirs, src.info.family.attn_implementation)
             ids = prompt_ids(src.info.tokenizer_file)
             progress.update(job, total=len(specs), completed=0)
             for spec in specs:
                 progress.update(job, description=f"export {spec.backend.value}/{spec.adapter_mode.value}/{spec.quant.value}")
-                backend = get_backend(spec.backend.value)
-                t0 = time.perf_counter()
+                backend = get_backend(spec.backend)
                 artifact = backend.export(task, spec, tmp)
-                artifact.meta.setdefault("export_seconds", round(time.perf_counter() - t0, 2))
                 if reference is not None:
                     progress.update(job, description=f"parity {artifact.key}")
                     artifact.parity = artifact_parity(backend, artifact, tmp, reference, ids, opts.parity_tokens)
-                manifest["artifacts"].append(artifact.to_json())
+                manifest.artifacts.append(artifact)
                 progress.advance(job)
             progress.update(job, description="prompts, conformance.json, embedder")
             write_bundle_extras(tmp, manifest, reference, opts.embedder)
@@ -101,13 +105,13 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
     return manifest
 
 
-def _base_manifest(src) -> dict:
+def _base_manifest(src) -> Manifest:
     info = src.info
     cfg = info.config
-    return {
-        "memlora_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": {
+    return Manifest(
+        memlora_version=__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        model={
             "family": info.family.model_type,
             "chat_format": info.family.chat_format,
             "source": src.record,
@@ -118,7 +122,6 @@ def _base_manifest(src) -> dict:
             "bos_token_id": cfg.get("bos_token_id"),
             "eos_token_id": cfg.get("eos_token_id"),
         },
-        "tokenizer": "tokenizer.json",
-        "adapters": [a.summary() for a in src.adapters.values()],
-        "artifacts": [],
-    }
+        tokenizer="tokenizer.json",
+        adapters=[a.summary() for a in src.adapters.values()],
+    )

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .backends.base import Runner
+from .core.runner import Runner
 
 DEFAULT_PROMPTS = (
     "Hi, my name is John and I work as a software engineer in Seattle. Last Saturday I climbed",
@@ -45,6 +45,7 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
 
 def tolerance_for(backend: str, quant: str, precision: str = "fp32") -> tuple[str, Tolerance]:
     """The tolerance entry for an export; returns (level, tolerance)."""
+    backend, quant, precision = (str(getattr(x, "value", x)) for x in (backend, quant, precision))
     level = precision if quant == "none" else quant
     return level, TOLERANCES.get((backend, level)) or TOLERANCES[("*", level)]
 
@@ -102,55 +103,7 @@ def check_parity(runner: Runner, reference: Runner, prompts: Sequence[Sequence[i
     """
     level, tol = tolerance_for(backend, quant, precision)
     names = list(adapters if adapters is not None else runner.adapters)
-    results: list[AdapterParity] = []
-    for i, name in enumerate(names):
-        res = AdapterParity(name)
-        results.append(res)
-        if name not in reference.adapters or name not in runner.adapters:
-            res.failures.append(f"adapter {name!r} missing from the {'reference' if name not in reference.adapters else 'export'}")
-            continue
-        # Negative control: another adapter, or the bare base when there is only one.
-        other = names[(i + 1) % len(names)] if len(names) > 1 else None
-        diffs, agree, kls, neg = [], [], [], []
-        first_div: int | None = None
-        offset = 0
-        for ids in prompts:
-            ref_logits, tokens = reference_trace(reference, name, ids, n_tokens)
-            exp_logits = forced_trace(runner, name, ids, tokens)
-            if exp_logits.shape != ref_logits.shape:
-                res.failures.append(f"logits shape {exp_logits.shape} != reference {ref_logits.shape}")
-                continue
-            diffs.append(float(np.abs(exp_logits - ref_logits).max()))
-            # Decoding steps start at the last prompt position.
-            ref_top = ref_logits[len(ids) - 1:].argmax(-1)
-            exp_top = exp_logits[len(ids) - 1:].argmax(-1)
-            agree.extend((ref_top == exp_top).tolist())
-            mismatch = np.nonzero(ref_top != exp_top)[0]
-            if len(mismatch) and first_div is None:
-                first_div = offset + int(mismatch[0])
-            offset += len(ref_top)
-            lp, lq = _log_softmax(ref_logits), _log_softmax(exp_logits)
-            kls.extend((np.exp(lp) * (lp - lq)).sum(-1).tolist())
-            other_logits = reference_trace(reference, other, ids, 1)[0]
-            neg.append(float(np.abs(other_logits - exp_logits[: len(ids)]).max()))
-        if not diffs:
-            continue
-        res.tokens_compared = len(agree)
-        res.max_abs_diff = max(diffs)
-        res.top1_agreement = float(np.mean(agree))
-        res.kl_mean, res.kl_max = float(np.mean(kls)), float(np.max(kls))
-        res.first_divergence = first_div
-        bound = (tol.max_abs if tol.max_abs is not None else max(res.max_abs_diff, 1e-6)) * tol.neg_factor
-        res.negative_control = {"against": other or "base", "max_abs_diff": min(neg), "required": bound}
-        if tol.max_abs is not None and res.max_abs_diff > tol.max_abs:
-            res.failures.append(f"max |logit diff| {res.max_abs_diff:.3g} > {tol.max_abs:g}")
-        if res.top1_agreement < tol.min_top1:
-            res.failures.append(f"greedy top-1 agreement {res.top1_agreement:.3f} < {tol.min_top1}")
-        if tol.max_kl is not None and res.kl_mean > tol.max_kl:
-            res.failures.append(f"mean KL {res.kl_mean:.3g} > {tol.max_kl:g}")
-        if min(neg) < bound:
-            res.failures.append(f"negative control too weak: swapping to {other or 'base'} moved logits by "
-                                f"{min(neg):.3g} < {bound:.3g}, so this check could not tell adapters apart")
+    results = [_check_adapter(runner, reference, prompts, names, i, tol, n_tokens) for i in range(len(names))]
     return {
         "reference": "pytorch-eager+peft",
         "level": level,
@@ -160,6 +113,62 @@ def check_parity(runner: Runner, reference: Runner, prompts: Sequence[Sequence[i
         "adapters": [dict(asdict(r), passed=r.passed) for r in results],
         "passed": all(r.passed for r in results) and bool(results),
     }
+
+
+def _check_adapter(runner: Runner, reference: Runner, prompts, names: list, i: int, tol: Tolerance,
+                   n_tokens: int) -> AdapterParity:
+    """Every prompt under adapter ``names[i]``; the negative control runs another adapter (or the
+    bare base when there is only one)."""
+    name = names[i]
+    res = AdapterParity(name)
+    if name not in reference.adapters or name not in runner.adapters:
+        res.failures.append(f"adapter {name!r} missing from the {'reference' if name not in reference.adapters else 'export'}")
+        return res
+    other = names[(i + 1) % len(names)] if len(names) > 1 else None
+    diffs, agree, kls, neg = [], [], [], []
+    first_div: int | None = None
+    offset = 0
+    for ids in prompts:
+        ref_logits, tokens = reference_trace(reference, name, ids, n_tokens)
+        exp_logits = forced_trace(runner, name, ids, tokens)
+        if exp_logits.shape != ref_logits.shape:
+            res.failures.append(f"logits shape {exp_logits.shape} != reference {ref_logits.shape}")
+            continue
+        diffs.append(float(np.abs(exp_logits - ref_logits).max()))
+        # Decoding steps start at the last prompt position.
+        ref_top = ref_logits[len(ids) - 1:].argmax(-1)
+        exp_top = exp_logits[len(ids) - 1:].argmax(-1)
+        agree.extend((ref_top == exp_top).tolist())
+        mismatch = np.nonzero(ref_top != exp_top)[0]
+        if len(mismatch) and first_div is None:
+            first_div = offset + int(mismatch[0])
+        offset += len(ref_top)
+        lp, lq = _log_softmax(ref_logits), _log_softmax(exp_logits)
+        kls.extend((np.exp(lp) * (lp - lq)).sum(-1).tolist())
+        other_logits = reference_trace(reference, other, ids, 1)[0]
+        neg.append(float(np.abs(other_logits - exp_logits[: len(ids)]).max()))
+    if diffs:
+        res.tokens_compared, res.max_abs_diff = len(agree), max(diffs)
+        res.top1_agreement = float(np.mean(agree))
+        res.kl_mean, res.kl_max = float(np.mean(kls)), float(np.max(kls))
+        res.first_divergence = first_div
+        _judge(res, tol, min(neg), other or "base")
+    return res
+
+
+def _judge(res: AdapterParity, tol: Tolerance, neg: float, other: str) -> None:
+    """Apply the tolerance: every failed criterion is recorded."""
+    bound = (tol.max_abs if tol.max_abs is not None else max(res.max_abs_diff, 1e-6)) * tol.neg_factor
+    res.negative_control = {"against": other, "max_abs_diff": neg, "required": bound}
+    if tol.max_abs is not None and res.max_abs_diff > tol.max_abs:
+        res.failures.append(f"max |logit diff| {res.max_abs_diff:.3g} > {tol.max_abs:g}")
+    if res.top1_agreement < tol.min_top1:
+        res.failures.append(f"greedy top-1 agreement {res.top1_agreement:.3f} < {tol.min_top1}")
+    if tol.max_kl is not None and res.kl_mean > tol.max_kl:
+        res.failures.append(f"mean KL {res.kl_mean:.3g} > {tol.max_kl:g}")
+    if neg < bound:
+        res.failures.append(f"negative control too weak: swapping to {other} moved logits by "
+                            f"{neg:.3g} < {bound:.3g}, so this check could not tell adapters apart")
 
 
 def artifact_parity(backend, artifact, root, reference: Runner, prompts: Sequence[Sequence[int]],
@@ -172,9 +181,9 @@ def artifact_parity(backend, artifact, root, reference: Runner, prompts: Sequenc
     """
     runner = backend.load(artifact, root)
     try:
-        block = check_parity(runner, reference, prompts, backend=artifact.backend, quant=artifact.quant,
-                             precision=artifact.meta.get("precision", "fp32"), n_tokens=n_tokens)
+        block = check_parity(runner, reference, prompts, backend=artifact.backend.value, quant=artifact.quant.value,
+                             precision=artifact.precision.value, n_tokens=n_tokens)
     finally:
         runner.close()
-    block["numerics"] = artifact.meta.get("numerics", f"{artifact.backend} runtime")
+    block["numerics"] = artifact.meta.get("numerics", f"{artifact.backend.value} runtime")
     return block

@@ -1,30 +1,25 @@
 """``memlora parity BUNDLE``: verify file hashes, rebuild the reference, re-run parity."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from .backends import get_backend
-from .backends.base import Artifact
-from .bundle import read_manifest, verify_files
-from .errors import MemloraError
+from .core.artifact import Artifact
+from .core.bundle import read_manifest, verify_files
+from .core.errors import MemloraError
 from .parity import artifact_parity
 
 
 def recheck_bundle(bundle: Path, n_tokens: int | None = None) -> dict:
     """Return the manifest with fresh parity blocks, ``file_failures`` and an overall ``passed``."""
-    from .backends.pytorch_backend import TorchRunner
+    from .backends.pytorch import reference_from_manifest
     from .export import prompt_ids
-    from .families import get_family
-    from .sources import reference_sources
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     file_failures = verify_files(bundle, manifest)
-    family = get_family(manifest["model"]["family"])
-    with tempfile.TemporaryDirectory(prefix="memlora-ref-") as work:
-        model_dir, adapter_dirs = reference_sources(manifest, Path(work))
-        reference = TorchRunner(model_dir, adapter_dirs, family.attn_implementation)
+    reference = reference_from_manifest(manifest)
+    try:
         ids = prompt_ids(bundle / manifest["tokenizer"])
         artifacts = []
         for data in manifest["artifacts"]:
@@ -42,6 +37,8 @@ def recheck_bundle(bundle: Path, n_tokens: int | None = None) -> dict:
                 artifact.parity = _check(backend, artifact, bundle, reference, ids,
                                          n_tokens or old.get("n_tokens", 32))
             artifacts.append(artifact.to_json())
+    finally:
+        reference.close()
     passed = not file_failures and all(a["parity"]["passed"] for a in artifacts)
     return dict(manifest, artifacts=artifacts, file_failures=file_failures, passed=passed)
 

@@ -12,14 +12,12 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
-from .backends.base import Artifact, Runner
-from .errors import MemloraError
+from .core.artifact import Artifact
+from .core.runner import Runner
+from .core.errors import MemloraError
 
 log = logging.getLogger(__name__)
-
-RUNTIME_BACKENDS = ("onnx", "executorch", "coreml", "pytorch")
 
 
 @dataclass
@@ -103,18 +101,6 @@ def eos_ids(tokenizer, manifest: dict, chat_format: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys([*ids, *eos_ids_for(tokenizer, stop_strings(chat_format))]))
 
 
-def _torch_runner(manifest: dict, keep: list) -> Runner:
-    from .backends.pytorch_backend import TorchRunner
-    from .families import get_family
-    from .sources import reference_sources
-
-    tmp = tempfile.TemporaryDirectory(prefix="memlora-ref-")
-    keep.append(tmp)
-    model_dir, adapter_dirs = reference_sources(manifest, Path(tmp.name))
-    family = get_family(manifest["model"]["family"])
-    return TorchRunner(model_dir, adapter_dirs, family.attn_implementation)
-
-
 def load_embedder(bundle: Path, manifest: dict, backend: str, keep: list, threads: int | None = None):
     """The bundle's embedder as a text embedder, or ``None`` when it has none.
 
@@ -123,9 +109,9 @@ def load_embedder(bundle: Path, manifest: dict, backend: str, keep: list, thread
     entry = manifest.get("embedder")
     if not entry:
         return None
-    from .tasks.embedder import TextEmbedder, build_embedder_task, write_embedder_preset
-
     if backend == "pytorch":
+        from .tasks.embedder import build_embedder_task, write_embedder_preset
+
         src = entry["source"]
         if "preset" in src:
             tmp = tempfile.TemporaryDirectory(prefix="memlora-emb-")
@@ -134,85 +120,54 @@ def load_embedder(bundle: Path, manifest: dict, backend: str, keep: list, thread
         else:
             path = Path(src["path"])
         return build_embedder_task(path, src).reference()
-    from .backends.onnx_backend import load_encoder
+    from .backends.onnx.runner import load_encoder
+    from .tasks.embedder_text import TextEmbedder  # no torch: a runtime process stays small
 
     encode = load_encoder(bundle / entry["files"]["onnx"], threads)
     return TextEmbedder.from_file(bundle / entry["tokenizer"], encode, int(entry["max_length"]))
 
 
 def open_bundle(bundle_dir: str | Path, backend: str = "onnx", adapter_mode: str | None = None,
-                quant: str | None = None, threads: int | None = None, embedder: bool = True) -> Session:
+                quant: str | None = None, threads: int | None = None, embedder: bool = True,
+                max_seq_len: int | None = None) -> Session:
     """Open ``bundle_dir`` on ``backend`` (onnx, executorch, coreml or pytorch).
 
     Args:
         adapter_mode, quant: narrow the artifact choice (default: external adapters, no quant).
-        threads: intra-op threads for onnxruntime (default: the runtime's choice).
+        threads: intra-op threads of the runtime (default: the runtime's choice).
         embedder: load the bundle's embedder if it has one (else retrieval is FTS5/BM25).
+        max_seq_len: the runner's context limit (default: the artifact's; none for growing caches).
     """
-    from tokenizers import Tokenizer
-
     from .backends import get_backend
-    from .bundle import read_manifest
-    from .memory.chat import get_format
+    from .core.bundle import read_manifest
 
     bundle = Path(bundle_dir)
-    if backend not in RUNTIME_BACKENDS:
-        raise MemloraError(f"unknown backend {backend!r}", fix=f"use one of: {', '.join(RUNTIME_BACKENDS)}")
+    module = get_backend(backend)  # an unknown name fails before the bundle is read
     manifest = read_manifest(bundle)
+    tokenizer, chat_format = _tokenizer_and_format(bundle, manifest)
+    templates, templates_source = _templates(bundle)
+    artifact = None if not module.exports else select_artifact(manifest, module.name.value, adapter_mode, quant)
+    reason = module.available()  # Core ML off macOS runs on the MIL evaluator
+    if reason:
+        raise MemloraError(f"backend {module.name.value} cannot run here: {reason}", fix="choose another --backend")
+    runner = module.load(artifact, bundle, threads=threads, max_seq_len=max_seq_len)
+    keep: list = []
+    emb = load_embedder(bundle, manifest, module.name.value, keep, threads) if embedder else None
+    return Session(bundle, manifest, module.name.value, runner, tokenizer, templates, chat_format,
+                   eos_ids(tokenizer, manifest, chat_format), artifact, emb, templates_source, keep)
+
+
+def _tokenizer_and_format(bundle: Path, manifest: dict):
+    from tokenizers import Tokenizer
+
+    from .memory.chat import get_format
+
     tok_file = bundle / manifest.get("tokenizer", "tokenizer.json")
     if not tok_file.is_file():
         raise MemloraError("bundle has no tokenizer.json", tok_file, "re-run memlora export")
-    tokenizer = Tokenizer.from_file(str(tok_file))
     chat_format = manifest["model"].get("chat_format") or ""
     try:
         get_format(chat_format)
     except KeyError as e:
         raise MemloraError(str(e).strip("'\""), bundle, "re-export with a supported model family") from None
-    templates, templates_source = _templates(bundle)
-    keep: list = []
-    artifact = None
-    if backend == "pytorch":
-        runner = _torch_runner(manifest, keep)
-    else:
-        artifact = select_artifact(manifest, backend, adapter_mode, quant)
-        module = get_backend(backend)
-        reason = module.available()
-        if reason:
-            raise MemloraError(f"backend {backend} cannot run here: {reason}", fix="choose another --backend")
-        runner = module.load(artifact, bundle, threads) if backend == "onnx" else module.load(artifact, bundle)
-    emb = load_embedder(bundle, manifest, backend, keep, threads) if embedder else None
-    return Session(bundle, manifest, backend, runner, tokenizer, templates, chat_format,
-                   eos_ids(tokenizer, manifest, chat_format), artifact, emb, templates_source, keep)
-
-
-def remember_and_answer(loop, text: str, user: str, raw_fallback: bool = False,
-                        at: str | None = None, today: str | None = None):
-    """One chat step: store what ``text`` says (extract, update), then answer it from memory.
-
-    Returns ``(ingest_result, answer)``. With ``raw_fallback``, a turn the model extracts nothing
-    valid from is stored verbatim (useful with random-weight models, whose output never parses).
-    """
-    result = ingest(loop, [_turn(user, text)], user, at=at, today=today, raw_fallback=raw_fallback)
-    return result, loop.answer(text, user)
-
-
-def _turn(speaker: str, text: str):
-    from .memory import DialogTurn
-
-    return DialogTurn(speaker, text)
-
-
-def ingest(loop, turns: Sequence, user: str, at: str | None = None, today: str | None = None,
-           raw_fallback: bool = False):
-    """``loop.ingest_turn`` plus an optional verbatim fallback (see :func:`remember_and_answer`)."""
-    from .memory import IngestResult
-    from .memory.parsing import Event, UpdateOp
-
-    extracted = loop.extract(turns, today=today)
-    facts = extracted.facts or ([turns[-1].text] if raw_fallback and turns[-1].text.strip() else [])
-    applied = loop.update(facts, user, at=at)
-    errors = list(extracted.errors) + list(loop.last_errors)
-    if raw_fallback and not applied and errors:
-        applied = loop.store.apply([UpdateOp(Event.ADD, None, f) for f in facts], user, loop.embedder,
-                                   at=at, actor="fallback").applied
-    return IngestResult(facts, applied, errors)
+    return Tokenizer.from_file(str(tok_file)), chat_format

@@ -1,39 +1,33 @@
-"""Backends, found by name in one dict. Each module implements the interface in ``base.py``."""
+"""Backends, found by name: the one list of names is :class:`~memlora.core.config.BackendName`,
+and backend ``X`` is the package ``memlora.backends.X`` exposing ``BACKEND`` (a
+:class:`~memlora.backends.base.Backend`). Packages are imported lazily, so one missing runtime
+breaks nothing else."""
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
-from ..errors import MemloraError
+from ..core.config import BackendName
+from ..core.errors import MemloraError
+from .base import Artifact, Backend, Runner  # noqa: F401  (the contract, re-exported)
 
-BACKENDS: dict[str, str] = {
-    "onnx": "memlora.backends.onnx_backend",
-    "executorch": "memlora.backends.executorch_backend",
-    "coreml": "memlora.backends.coreml_backend",
-}
+NAMES: tuple[str, ...] = tuple(b.value for b in BackendName)
 
 
-def get_backend(name: str) -> ModuleType:
-    """Import the backend module for ``name`` (lazily, so one missing runtime breaks nothing else)."""
+def exportable() -> list[str]:
+    """The backends that are export targets (every one but the PyTorch reference)."""
+    return [n for n in NAMES if get_backend(n).exports]
+
+
+def get_backend(name: str | BackendName) -> Backend:
+    """The backend called ``name``; a one-line error listing the names otherwise."""
     try:
-        module_path = BACKENDS[name]
-    except KeyError:
-        raise MemloraError(f"unknown backend {name!r}", fix=f"use one of: {', '.join(BACKENDS)}") from None
-    try:
-        return importlib.import_module(module_path)
-    except ModuleNotFoundError as e:
-        if e.name == module_path:
-            raise MemloraError(f"backend {name!r} is not built into this memlora yet",
-                               fix="use --backend onnx") from None
-        raise
+        key = BackendName(name)
+    except ValueError:
+        raise MemloraError(f"unknown backend {name!r}", fix=f"use one of: {', '.join(NAMES)}") from None
+    return importlib.import_module(f"{__name__}.{key.value}").BACKEND
 
 
-def availability() -> dict[str, str | None]:
-    """Backend name -> None when usable here, else the reason it is not."""
-    out: dict[str, str | None] = {}
-    for name in BACKENDS:
-        try:
-            out[name] = get_backend(name).available()
-        except MemloraError as e:
-            out[name] = e.message
-    return out
+def availability(runtimes: bool = False) -> dict[str, str | None]:
+    """Backend name -> None when usable here, else the reason it is not (``runtimes``: include
+    the run-only reference)."""
+    return {n: get_backend(n).available() for n in NAMES if runtimes or get_backend(n).exports}

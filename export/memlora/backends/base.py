@@ -1,77 +1,98 @@
-"""The small interface every backend module implements, and the runner protocol.
+"""The backend contract. A backend is one class; a fourth backend means filling in one more.
 
-A backend module (``memlora/backends/<name>_backend.py``) exposes three functions:
+* ``name``: its :class:`~memlora.core.config.BackendName`, the key in the registry.
+* ``available() -> str | None``: ``None`` when it can export (or, run-only, run) here, else why not.
+* ``runnable() -> str | None``: ``None`` when it can *predict* here (Core ML: only on macOS).
+* ``export(task, spec, out) -> Artifact``: lower a task (``memlora.tasks``) to files under ``out``
+  (the bundle root); :class:`~memlora.backends.export_job.ExportJob` names the folder, runs the
+  external/fused loop, times it and builds the :class:`Artifact`.
+* ``load(artifact, root, *, threads=None, max_seq_len=None) -> Runner``: open an export for inference;
+  runners derive from :class:`~memlora.backends.runner_base.RunnerBase`.
 
-* ``available() -> str | None``: ``None`` when the backend can export and run here, otherwise
-  the reason it cannot (a missing package, the wrong platform).
-* ``export(task, spec, out_dir) -> Artifact``: lower a task (see ``memlora.tasks``) to files
-  under ``out_dir`` (the bundle root) and describe them.
-* ``load(artifact, root) -> Runner``: open an exported artifact for inference.
-
-Task logic (loading a model, wrapping it with a KV cache, fusing adapters) lives in
-``memlora.tasks``; a backend only lowers what it is given.
+Task logic (loading a model, wrapping it with a KV cache, LoRA) lives in ``memlora.tasks``; a
+backend only lowers what it is given. A backend package's ``__init__`` imports no runtime and no
+torch: export and run sides live in its ``export.py`` and ``runner.py``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from ..core.artifact import Artifact
+from ..core.config import BackendName
+from ..core.errors import MemloraError
+from ..core.runner import Runner
 
+if TYPE_CHECKING:
+    from ..core.config import ExportSpec
+    from .export_job import ExportJob
 
-@dataclass
-class Artifact:
-    """What one backend export produced, as recorded in the bundle manifest.
-
-    ``files`` maps a role to a path relative to the bundle root, for example
-    ``{"model": "onnx/external-fp32/base.onnx", "adapter:extract": "onnx/.../extract.onnx_adapter"}``
-    (external mode) or ``{"model:extract": "onnx/fused-fp32/extract.onnx", ...}`` (fused mode).
-    """
-
-    backend: str
-    adapter_mode: str
-    quant: str
-    adapters: list[str]
-    files: dict[str, str]
-    max_seq_len: int | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    parity: dict[str, Any] | None = None
-
-    @property
-    def key(self) -> str:
-        """A stable id for the artifact, e.g. ``onnx/external/int4``."""
-        return f"{self.backend}/{self.adapter_mode}/{self.quant}"
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Artifact":
-        return cls(**data)
+__all__ = ["Artifact", "Backend", "Runner"]
 
 
-@runtime_checkable
-class Runner(Protocol):
-    """A decoder with a KV cache, driven one prompt at a time.
+class Backend:
+    """One runtime: how to export to it and how to run what was exported."""
 
-    Every call returns float32 logits as NumPy arrays. ``set_adapter`` always drops the KV
-    cache: a cache filled under one adapter is garbage under another.
-    """
+    name: BackendName
+    #: run-only backends (the PyTorch reference) have no export side.
+    exports: bool = True
+    #: the backend has a compute-precision choice, recorded in the artifact and its folder name
+    #: (``external-none-fp16``); the others always compute in fp32.
+    precision_in_folder: bool = False
+    #: the KV cache has a fixed capacity (the artifact records max_seq_len); ONNX grows its cache.
+    static_cache: bool = True
 
-    adapters: Sequence[str]
-    max_seq_len: int | None
+    #: modules this backend needs, and the pip extra that installs them.
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
 
-    def set_adapter(self, name: str | None) -> None:
-        """Activate adapter ``name`` (``None``: the bare base, external mode only); resets the cache."""
+    def available(self) -> str | None:
+        """``None`` when this backend works here, else the reason (a missing package)."""
+        for module in self.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                hint = f" (pip install memlora[{self.extra}])" if self.extra else ""
+                return f"missing package {e.name}{hint}"
+        return None
 
-    def reset(self) -> None:
-        """Forget the KV cache."""
+    def runnable(self) -> str | None:
+        """``None`` when exports can be run (predicted) on this machine, else why not."""
+        return self.available()
 
-    def prefill(self, ids: Sequence[int]) -> np.ndarray:
-        """Append ``ids`` to the cache; return logits ``[len(ids), vocab]``."""
+    def export(self, task, spec: "ExportSpec", out: Path) -> Artifact:
+        """Lower ``task`` under ``out/<name>/<mode>-<quant>/``: the shared loop over adapters."""
+        if not self.exports:
+            raise MemloraError(f"{self.name.value} is a run-only backend, not an export target",
+                               fix="choose --backend onnx, executorch or coreml")
+        from .export_job import ExportJob
 
-    def decode(self, token: int) -> np.ndarray:
-        """Append one token; return logits ``[vocab]``."""
+        job = ExportJob.begin(self, task, spec, Path(out))
+        self.prepare(job)
+        if job.external:
+            self.export_external(job)
+        else:
+            for name in job.fused_adapters():
+                self.export_fused(job, name)
+        self.finish(job)
+        return job.artifact()
 
-    def close(self) -> None:
-        """Release runtime resources."""
+    def export_external(self, job: "ExportJob") -> None:
+        """Write the shared base and what each adapter adds (external mode)."""
+        raise NotImplementedError
+
+    def export_fused(self, job: "ExportJob", adapter: str) -> None:
+        """Write one model with ``adapter`` fused into the weights (the task's model is fused now)."""
+        raise NotImplementedError
+
+    def prepare(self, job: "ExportJob") -> None:
+        """Optional: checks and ``job.meta`` entries before the first file is written."""
+
+    def finish(self, job: "ExportJob") -> None:
+        """Optional: summary figures in ``job.meta`` once every file is written."""
+
+    def load(self, artifact: Artifact, root: Path, *, threads: int | None = None,
+             max_seq_len: int | None = None) -> Runner:
+        """Open ``artifact`` (files under ``root``) as a :class:`Runner`."""
+        raise NotImplementedError

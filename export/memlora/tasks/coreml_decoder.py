@@ -20,9 +20,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import MemloraError
+from ..core.errors import MemloraError
 from .decoder import DecoderTask
-from .lora import LoraLinear, inject_lora
+from .lora import LoraLinear, attach_constants
+from .names import make_causal_mask  # noqa: F401  (re-exported)
 
 STATE_NAMES = ("key_cache", "value_cache")
 SPLIT_STATE_NAMES = ("key_cache", "value_cache", "key_cache_lo", "value_cache_lo")
@@ -84,11 +85,9 @@ class CoreMLDecoder(nn.Module):
             self.register_buffer(name, torch.zeros(shape, dtype=torch.float16))
         self.lora: dict[str, LoraLinear] = {}
         if adapter is not None:
-            self.lora = inject_lora(self.model, sorted(adapter.weights))
-            for module, lw in adapter.weights.items():
-                # Plain tensors, not parameters: torch.export lifts them as constants (``c_*``),
-                # apart from the base parameters (``p_*``) that compression touches.
-                self.lora[module].ab = (lw.A.contiguous(), lw.scaled_B())
+            # Plain tensors, not parameters: torch.export lifts them as constants (``c_*``),
+            # apart from the base parameters (``p_*``) that compression touches.
+            self.lora = attach_constants(self.model, adapter)
 
     def forward(self, input_ids, position_ids, causal_mask):
         cache = _SliceCache(*(getattr(self, n) for n in self.state_names))
@@ -108,12 +107,3 @@ class CoreMLDecoder(nn.Module):
 
         remove_lora(self.model)
         self.lora = {}
-
-
-def make_causal_mask(past: int, n: int, dtype=None):
-    """Additive mask ``[1, 1, n, past + n]`` for ``n`` new tokens after ``past`` cached ones (NumPy)."""
-    import numpy as np
-
-    q = np.arange(past, past + n)[:, None]
-    k = np.arange(past + n)[None, :]
-    return np.where(k <= q, 0.0, -np.inf).astype(dtype or np.float32)[None, None]

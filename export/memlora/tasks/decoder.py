@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..adapters import LoraAdapter
-from ..model_io import ModelInfo
+from ..sources.adapters import LoraAdapter
+from ..sources.model_io import ModelInfo
 from .lora import LoraLinear, inject_lora
 from .names import kv_names, lora_input_names  # noqa: F401  (re-exported)
 
@@ -47,7 +47,7 @@ class DecoderTask:
 
 def build_decoder_task(info: ModelInfo, adapters: dict[str, LoraAdapter]) -> DecoderTask:
     """Load the model weights (adapters were validated against the config already)."""
-    from ..model_io import load_model
+    from ..sources.model_io import load_model
 
     return DecoderTask(load_model(info), info, adapters)
 

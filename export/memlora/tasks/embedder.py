@@ -1,4 +1,4 @@
-"""The sentence-embedder task: a BERT-like encoder, mean-pooled and L2-normalised, for retrieval.
+"""The sentence-embedder task: a BERT-like encoder, pooled as its folder declares, for retrieval.
 
 MemLoRA's update step matches each new fact against its top-5 similar memories and the answer
 step retrieves the top-k memories for a question; both need a small embedding model on the
@@ -6,6 +6,9 @@ phone. This module wraps a Hugging Face encoder folder (``config.json``, safeten
 ``tokenizer.json``) as one module ``input_ids, attention_mask -> embeddings [batch, dim]`` that
 every backend can lower, and turns any such function into a text embedder (the
 ``Embedder`` callable :class:`memlora.memory.store.MemoryStore` takes).
+
+Pooling and normalisation are read from the folder (sentence-transformers' ``modules.json`` and
+``1_Pooling/config.json``, see :mod:`memlora.tasks.embedder_text`), never assumed when declared.
 
 ``write_embedder_preset`` writes a seeded tiny random BERT ("tiny") for tests and the default
 job: random weights give meaningless similarities, but exact parity is still the point.
@@ -21,7 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import MemloraError
+from ..core.errors import MemloraError
+from .embedder_text import (BATCHING, STANDARD_MIN_COSINE, Pooling, PoolingConfig, TextEmbedder,  # noqa: F401
+                            embedder_parity, read_pooling, standard_embedder)
 
 EMBEDDER_PRESETS = ("tiny",)
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -31,32 +36,45 @@ _TINY_CONFIG = dict(vocab_size=512, hidden_size=32, num_hidden_layers=2, num_att
 _TINY_SEED = 21
 
 
-class MeanPoolEncoder(nn.Module):
-    """``input_ids [B, T], attention_mask [B, T] -> embeddings [B, dim]``: masked mean, then L2."""
+class PooledEncoder(nn.Module):
+    """``input_ids [B, T], attention_mask [B, T] -> embeddings [B, dim]``: pool, then (optionally) L2.
 
-    def __init__(self, encoder: nn.Module):
+    Mean pooling averages the rows the mask marks real; CLS takes row 0. Pads must be marked 0 in
+    the mask: :class:`TextEmbedder` builds it from the encoding's own mask, never from the ids.
+    """
+
+    def __init__(self, encoder: nn.Module, pooling: Pooling = Pooling.MEAN, normalize: bool = True):
         super().__init__()
-        self.encoder = encoder
+        self.encoder, self.pooling, self.normalize = encoder, Pooling(pooling), normalize
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        if self.pooling is Pooling.CLS:
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        if not self.normalize:
+            return pooled
         # An exact division (not a reciprocal), so backends that approximate 1/x stay exact.
-        return mean / torch.sqrt((mean * mean).sum(dim=-1, keepdim=True)).clamp(min=1e-12)
+        return pooled / torch.sqrt((pooled * pooled).sum(dim=-1, keepdim=True)).clamp(min=1e-12)
+
+
+MeanPoolEncoder = PooledEncoder  # the old name (mean pooling is the default)
 
 
 @dataclass
 class EmbedderTask:
     """A loaded encoder (float32, eval) wrapped for export, plus what a runtime needs to feed it."""
 
-    module: MeanPoolEncoder
+    module: PooledEncoder
     path: Path
     tokenizer_file: Path
     dim: int
     max_length: int
     pad_id: int
     source: dict = field(default_factory=dict)
+    pooling: PoolingConfig = field(default_factory=PoolingConfig)
 
     def example_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Two rows of different lengths (sizes > 1, so no dimension specialises)."""
@@ -71,9 +89,15 @@ class EmbedderTask:
 
         return TextEmbedder.from_file(self.tokenizer_file, run, self.max_length)
 
+    def standard(self) -> "Callable[[Sequence[str]], np.ndarray]":
+        """The encoder run the standard sentence-embedding way (HF ``AutoTokenizer`` + ``AutoModel``,
+        the folder's pooling): a reference that shares none of memlora's preprocessing."""
+        return standard_embedder(self.path, self.pooling, self.max_length)
+
 
 def build_embedder_task(path: str | Path, source: dict | None = None) -> EmbedderTask:
-    """Load an HF encoder folder; a clear error when it is not one."""
+    """Load an HF encoder folder; a clear error when it is not one or its pooling is unsupported."""
+    from tokenizers import Tokenizer
     from transformers import AutoConfig, AutoModel
 
     path = Path(path)
@@ -81,16 +105,18 @@ def build_embedder_task(path: str | Path, source: dict | None = None) -> Embedde
     if not (path / "config.json").is_file() or not tok_file.is_file():
         raise MemloraError("not an encoder folder (needs config.json and tokenizer.json)", path,
                            "pass --embedder tiny or a sentence-transformers style HF folder")
+    pooling = read_pooling(path)  # before any weight is loaded
     config = AutoConfig.from_pretrained(path)
     model = AutoModel.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
-    from tokenizers import Tokenizer
-
     tok = Tokenizer.from_file(str(tok_file))
     pad = tok.token_to_id("[PAD]")
     pad = getattr(config, "pad_token_id", None) if pad is None else pad
     max_len = min(int(getattr(config, "max_position_embeddings", 512)), 512)
-    return EmbedderTask(MeanPoolEncoder(model).eval(), path, tok_file, int(config.hidden_size), max_len,
-                        int(pad or 0), source or {"path": str(path.resolve())})
+    if pooling.max_seq_length:
+        max_len = min(max_len, pooling.max_seq_length)
+    module = PooledEncoder(model, pooling.pooling, pooling.normalize).eval()
+    return EmbedderTask(module, path, tok_file, int(config.hidden_size), max_len, int(pad or 0),
+                        source or {"path": str(path.resolve())}, pooling)
 
 
 def resolve_embedder(name_or_path: str, workdir: Path) -> EmbedderTask:
@@ -106,7 +132,7 @@ def write_embedder_preset(out: str | Path, name: str = "tiny") -> Path:
     from tokenizers import processors
     from transformers import BertConfig, BertModel
 
-    from ..tokenizer_train import train_bpe
+    from ..sources.tokenizer_train import train_bpe
 
     if name not in EMBEDDER_PRESETS:
         raise MemloraError(f"unknown embedder preset {name!r}", fix=f"use one of: {', '.join(EMBEDDER_PRESETS)}")
@@ -117,6 +143,10 @@ def write_embedder_preset(out: str | Path, name: str = "tiny") -> Path:
     tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
         ("[CLS]", cls), ("[SEP]", sep)])
     tok.save(str(out / "tokenizer.json"))
+    # So AutoTokenizer (the standard reference) reads tokenizer.json as it is, not as WordPiece.
+    (out / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "[PAD]", "cls_token": "[CLS]",
+         "sep_token": "[SEP]", "unk_token": "[UNK]", "model_max_length": _TINY_CONFIG["max_position_embeddings"]}))
     torch.manual_seed(_TINY_SEED)
     model = BertModel(BertConfig(**_TINY_CONFIG, pad_token_id=tok.token_to_id("[PAD]")), add_pooling_layer=False)
     gen = torch.Generator().manual_seed(_TINY_SEED + 1)
@@ -129,48 +159,3 @@ def write_embedder_preset(out: str | Path, name: str = "tiny") -> Path:
     return out
 
 
-EncodeFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-class TextEmbedder:
-    """Texts -> float32 ``[n, dim]``: tokenize (truncate to ``max_length``), pad, run ``encode``."""
-
-    def __init__(self, tokenizer, encode: EncodeFn, max_length: int, pad_id: int, batch_size: int = 32):
-        self.tokenizer, self.encode = tokenizer, encode
-        self.max_length, self.pad_id, self.batch_size = max_length, pad_id, batch_size
-
-    @classmethod
-    def from_file(cls, tokenizer_file: str | Path, encode: EncodeFn, max_length: int) -> "TextEmbedder":
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(tokenizer_file))
-        pad = tok.token_to_id("[PAD]")
-        return cls(tok, encode, max_length, 0 if pad is None else pad)
-
-    def batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids and attention mask, right-padded to the longest row."""
-        rows = [self.tokenizer.encode(t).ids[: self.max_length] for t in texts]
-        width = max(1, max(len(r) for r in rows))
-        ids = np.full((len(rows), width), self.pad_id, np.int64)
-        mask = np.zeros((len(rows), width), np.int64)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)], mask[i, : len(r)] = r, 1
-        return ids, mask
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
-        if not texts:
-            return np.zeros((0, 0), np.float32)
-        out = [np.asarray(self.encode(*self.batch(texts[i:i + self.batch_size])), np.float32)
-               for i in range(0, len(texts), self.batch_size)]
-        return np.concatenate(out, axis=0)
-
-
-def embedder_parity(exported: TextEmbedder, reference: TextEmbedder, texts: Sequence[str],
-                    tolerance: float = 1e-5) -> dict:
-    """Max |diff| of the embeddings, plus a negative control: other texts must move the output."""
-    a, b = exported(texts), reference(texts)
-    diff = float(np.abs(a - b).max())
-    control = float(np.abs(exported(list(reversed(texts))) - b).max()) if len(texts) > 1 else None
-    return {"max_abs_diff": diff, "tolerance": tolerance, "negative_control": control,
-            "passed": diff <= tolerance and (control is None or control > 100 * tolerance)}

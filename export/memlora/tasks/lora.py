@@ -1,4 +1,17 @@
-"""LoRA inside a model for export: an unfused LoRA linear, and exact in-place fusing."""
+"""The three ways LoRA enters an exported graph, in one place.
+
+* **as inputs** (ONNX external): :func:`inject_lora` wraps the targeted linears in
+  :class:`LoraLinear`, and the wrapper's ``ab`` is set per call from graph inputs.
+* **baked** (ExecuTorch external, Core ML external): one adapter's A/B become constants of its own
+  program, either as named buffers (:func:`bake_adapter`, which ExecuTorch's foundation tagger
+  tells apart from base weights by the ``lora_`` in their names) or as plain tensors
+  (:func:`attach_constants`, lifted by ``torch.export`` as ``c_*`` constants for Core ML).
+* **fused** (every backend's fused mode): :func:`fused` merges one adapter into the weights exactly
+  (float64, one rounding) for the duration of a block.
+
+Unfused, LoRA is two small matmuls with the scale folded into B, so the base weights stay
+identical across adapters, which is what lets one base file be shared.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +20,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..adapters import LoraAdapter, fuse_weight
+from ..sources.adapters import LoraAdapter, fuse_weight
 
 
 class LoraLinear(nn.Module):
@@ -52,6 +65,40 @@ def remove_lora(model: nn.Module) -> None:
         if isinstance(mod, LoraLinear):
             parent_path, _, attr = path.rpartition(".")
             setattr(model.get_submodule(parent_path), attr, mod.base)
+
+
+class BakedLoraLinear(LoraLinear):
+    """``LoraLinear`` whose A and B are buffers baked into one adapter's program.
+
+    Registered buffers (not a tuple attribute) so ``torch.export`` lifts them as named
+    constants, which the foundation tagger recognises by the ``lora_`` in their names.
+    """
+
+    def __init__(self, base, a, b):
+        super().__init__(base)
+        self.register_buffer("lora_A", a.detach().clone().contiguous())
+        self.register_buffer("lora_B", b.detach().clone().contiguous())
+
+    def forward(self, x):
+        import torch.nn.functional as F
+
+        return self.base(x) + F.linear(F.linear(x, self.lora_A), self.lora_B)
+
+
+def bake_adapter(model, adapter) -> None:
+    """Wrap every module ``adapter`` targets in a BakedLoraLinear (B pre-scaled)."""
+    for path, lw in adapter.weights.items():
+        parent_path, _, attr = path.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        setattr(parent, attr, BakedLoraLinear(getattr(parent, attr), lw.A.float(), lw.scaled_B().float()))
+
+
+def attach_constants(model: nn.Module, adapter: LoraAdapter) -> dict[str, LoraLinear]:
+    """Wrap the modules ``adapter`` targets and give each its ``(A, B_scaled)`` as plain tensors."""
+    wrapped = inject_lora(model, sorted(adapter.weights))
+    for module, lw in adapter.weights.items():
+        wrapped[module].ab = (lw.A.contiguous(), lw.scaled_B())
+    return wrapped
 
 
 @contextlib.contextmanager

@@ -1,0 +1,70 @@
+"""What an ExecuTorch export reports about itself: XNNPACK delegation, and the memory it needs."""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+from ...core.config import ExportSpec
+
+
+def estimate_memory(task, spec: ExportSpec) -> tuple[int, int | None]:
+    """(bytes the export is expected to need, bytes available): params x 4 bytes x ~3 (the
+    model, the copy that is lowered, the serialized program), plus the static caches."""
+    params = sum(p.numel() for p in task.model.parameters())
+    cache = 2 * task.num_layers * task.kv_heads * task.head_dim * spec.max_seq_len * 4
+    need = params * 4 * 3 + cache
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return need, avail
+
+
+def warn_memory(task, spec: ExportSpec) -> dict:
+    need, avail = estimate_memory(task, spec)
+    if avail is not None and need > avail:
+        msg = (f"ExecuTorch export of {task.info.family.model_type} may run out of memory: it needs "
+               f"about {need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available "
+               "(fix: close other programs, export one --quant at a time, or use a larger machine)")
+        warnings.warn(msg, ResourceWarning, stacklevel=3)
+        try:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[yellow]warning:[/yellow] {msg}")
+        except ImportError:
+            pass
+    return {"estimated_bytes": need, "available_bytes": avail}
+
+
+def delegation_report(graph_module) -> dict:
+    """Delegated vs non-delegated operator counts and the number of XNNPACK islands.
+
+    Same counting as ``executorch.devtools.backend_debug.get_delegation_info`` (which needs
+    pandas), minus bookkeeping nodes: ``getitem`` (unpacking delegate outputs) and the
+    delegate calls themselves are not counted as operators.
+    """
+    delegated: Counter = Counter()
+    outside: Counter = Counter()
+    islands = 0
+
+    def op_name(node) -> str:
+        target = node.target
+        name = getattr(target, "__name__", str(target))
+        return name.replace(".default", "")
+
+    for node in graph_module.graph.nodes:
+        if node.op == "get_attr" and node.name.startswith("lowered_module_"):
+            islands += 1
+            for inner in getattr(graph_module, node.name).original_module.graph.nodes:
+                if inner.op == "call_function" and op_name(inner) != "getitem":
+                    delegated[op_name(inner)] += 1
+        elif node.op == "call_function":
+            name = op_name(node)
+            if name not in ("getitem", "executorch_call_delegate"):
+                outside[name] += 1
+    return {"islands": islands, "delegated_ops": sum(delegated.values()),
+            "non_delegated_ops": sum(outside.values()), "non_delegated_by_op": dict(outside.most_common())}

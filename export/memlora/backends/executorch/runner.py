@@ -1,0 +1,70 @@
+"""ExecuTorch run side: the pybindings runtime (XNNPACK + portable + LLM custom ops)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...core.artifact import Artifact
+from ...core.errors import MemloraError
+from ..runner_base import ArtifactRunner
+from . import FOUNDATION
+
+
+def _import_runtime():
+    """The pybindings runtime with the LLM custom ops registered (needed before loading)."""
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (registers llama::*)
+    from executorch.extension.pybindings import portable_lib
+
+    return portable_lib
+
+
+class ExecuTorchRunner(ArtifactRunner):
+    """One program is loaded at a time: external mode loads ``<adapter>.pte`` with the shared
+    ``foundation.ptd``; fused mode loads the adapter's self-contained ``.pte``. The K/V cache
+    lives inside the program (in-place buffers); positions past the current one are never read,
+    so resetting is rewinding the position to 0, and switching adapter also rewinds.
+    """
+
+    has_bare_base = False  # one program per adapter
+
+    def __init__(self, artifact: Artifact, root: Path, max_seq_len: int | None = None, threads: int | None = None):
+        if max_seq_len is not None and artifact.max_seq_len is not None and max_seq_len > artifact.max_seq_len:
+            raise MemloraError(f"max_seq_len {max_seq_len} exceeds the exported cache ({artifact.max_seq_len})",
+                               fix="re-export with a larger --max-seq-len")
+        super().__init__(artifact, root, max_seq_len)
+        self._rt = _import_runtime()
+        threads = threads or artifact.meta.get("threads")
+        if threads:  # the process-wide XNNPACK threadpool
+            self._rt._unsafe_reset_threadpool(int(threads))
+            self.threads = int(threads)
+        self._data = self.file(FOUNDATION) if self.external else None
+        self._module = None
+        self._module_key: str | None = None
+        self.start()
+
+    def _activate(self, name: str | None) -> None:
+        if self._module_key == name:
+            return
+        pte = self.file(self.model_role(name))
+        self._module = None  # free the previous program first
+        kwargs = {"data_path": str(self._data)} if self._data is not None else {}
+        self._module = self._rt._load_for_executorch(str(pte), **kwargs)
+        self._module_key = name
+
+    def _forward(self, ids: list[int]) -> np.ndarray:
+        import torch  # the pybindings take torch tensors
+
+        cap = self.artifact.max_seq_len
+        chunk = (cap or len(ids) + 1) - 1  # the program takes at most max_seq_len-1 at once
+        rows, pos = [], self.pos
+        for i in range(0, len(ids), chunk):
+            part = ids[i:i + chunk]
+            out = self._module.forward([torch.tensor([part], dtype=torch.long), torch.tensor([pos], dtype=torch.long)])
+            rows.append(out[0][0].float().numpy())
+            pos += len(part)
+        return np.concatenate(rows, axis=0)
+
+    def _close(self) -> None:
+        self._module = None
+        self._module_key = None

@@ -1,0 +1,44 @@
+"""ONNX / onnxruntime: dynamo export with explicit past key-values, LoRA as named graph inputs.
+
+external mode: one ``base.onnx`` whose LoRA A/B are graph inputs with zero-rank default
+initializers (so the base runs alone), plus one ``<adapter>.onnx_adapter`` per adapter,
+activated per run with ``RunOptions.add_active_adapter``.
+fused mode: one ``<adapter>.onnx`` per adapter, LoRA merged into the weights.
+Quantization: MatMulNBits (8 or 4 bits, symmetric, block ``group_size``, accuracy_level 4) on
+the base weights only; LoRA matmuls take their B from graph inputs, so they stay float and
+adapters of any rank still load. Export side: ``export.py`` (torch); run side: ``runner.py``
+(onnxruntime only).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...core.config import BackendName
+from ..base import Artifact, Backend
+
+
+class OnnxBackend(Backend):
+    name = BackendName.ONNX
+    static_cache = False
+
+    requires = ("onnx", "onnxruntime", "onnxscript")
+    extra = "onnx"
+
+    def export_external(self, job) -> None:
+        from .export import export_external
+
+        export_external(job)
+
+    def export_fused(self, job, adapter: str) -> None:
+        from .export import export_fused
+
+        export_fused(job, adapter)
+
+    def load(self, artifact: Artifact, root: Path, *, threads: int | None = None,
+             max_seq_len: int | None = None):
+        from .runner import OnnxRunner
+
+        return OnnxRunner(artifact, Path(root), threads, max_seq_len)
+
+
+BACKEND = OnnxBackend()

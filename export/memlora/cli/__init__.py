@@ -1,0 +1,29 @@
+"""The ``memlora`` command: a thin typer layer over the library functions, one module per verb
+group (``export.py``: export, parity, preset(s), backends; ``bench.py``; ``memory.py``: chat,
+memories, locomo). ``memlora.cli:main`` is the console-script entry point."""
+from __future__ import annotations
+
+import sys
+
+from . import export  # noqa: F401,I001  (each registers its verbs on app, in --help order)
+from . import bench  # noqa: F401,I001
+from . import memory  # noqa: F401,I001
+from .app import app
+from .export import summary_table  # noqa: F401  (re-exported)
+from .memory import locomo_tables  # noqa: F401  (re-exported)
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    import warnings
+
+    # torch.export and its dependencies emit FutureWarnings about their own internals on every
+    # export; they say nothing to a memlora user and bury the summary table.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

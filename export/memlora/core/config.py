@@ -1,0 +1,130 @@
+"""Typed export configuration: enums and one validated spec, no option bags."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .errors import MemloraError
+
+
+class BackendName(str, Enum):
+    ONNX = "onnx"
+    EXECUTORCH = "executorch"
+    COREML = "coreml"
+    PYTORCH = "pytorch"  # the eager reference; never exported
+
+
+class AdapterMode(str, Enum):
+    FUSED = "fused"        # one model per adapter, LoRA merged into the weights
+    EXTERNAL = "external"  # one shared base, LoRA A/B kept apart and swapped at run time
+
+
+class Quant(str, Enum):
+    NONE = "none"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
+@dataclass(frozen=True)
+class OnnxConfig:
+    """ONNX block: the opset the exporter targets."""
+
+    opset: int = 18
+
+    def __post_init__(self) -> None:
+        if self.opset < 18:
+            raise MemloraError(f"opset {self.opset} is too old", fix="use --onnx-opset 18 or newer")
+
+
+@dataclass(frozen=True)
+class CoreMLConfig:
+    """Core ML block: the minimum deployment target (iOS 18 / macOS 15 or newer: KV cache as state)."""
+
+    deployment_target: str = "iOS18"
+
+
+@dataclass(frozen=True)
+class ExecuTorchConfig:
+    """ExecuTorch block: CPU threads of the runtime's threadpool when running (``None``: its default)."""
+
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise MemloraError(f"--executorch-threads {self.threads} is invalid", fix="use 1 or more")
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """How to lower one task with one backend.
+
+    Attributes:
+        backend: target runtime.
+        adapter_mode: fused or external adapters.
+        quant: weight quantization of the base (LoRA weights stay in float).
+        precision: compute precision where the backend has a choice (Core ML).
+        group_size: block size for int4 weights.
+        max_seq_len: KV-cache capacity for static-cache backends (prompt + generated tokens).
+        onnx, coreml, executorch: per-backend settings (each backend reads its own block).
+    """
+
+    backend: BackendName
+    adapter_mode: AdapterMode = AdapterMode.EXTERNAL
+    quant: Quant = Quant.NONE
+    precision: Precision = Precision.FP32
+    group_size: int = 32
+    max_seq_len: int = 512
+    onnx: OnnxConfig = field(default_factory=OnnxConfig)
+    coreml: CoreMLConfig = field(default_factory=CoreMLConfig)
+    executorch: ExecuTorchConfig = field(default_factory=ExecuTorchConfig)
+
+    def __post_init__(self) -> None:
+        # Coerce plain strings (from the CLI or a manifest) to enums, failing with a clear message.
+        for name, enum in (("backend", BackendName), ("adapter_mode", AdapterMode),
+                           ("quant", Quant), ("precision", Precision)):
+            value = getattr(self, name)
+            if not isinstance(value, enum):
+                try:
+                    object.__setattr__(self, name, enum(value))
+                except ValueError:
+                    choices = ", ".join(e.value for e in enum)
+                    raise MemloraError(f"unknown {name} {value!r}", fix=f"use one of: {choices}") from None
+        if self.backend is BackendName.PYTORCH:
+            raise MemloraError("pytorch is the reference runtime, not an export target",
+                               fix="choose --backend onnx, executorch or coreml")
+        if self.group_size <= 0 or self.group_size % 8:
+            raise MemloraError(f"group size {self.group_size} is invalid", fix="use a positive multiple of 8, e.g. 32")
+        if not 16 <= self.max_seq_len <= 131072:
+            raise MemloraError(f"max_seq_len {self.max_seq_len} is out of range", fix="use 16..131072")
+
+
+def parse_choices(enum: type[Enum], text: str, label: str) -> list:
+    """Parse a comma-separated list of enum values (``int8,int4``), dropping repeats.
+
+    ``label`` names the option in the error, e.g. ``--quant`` -> "unknown --quant 'int3'".
+    """
+    out: list = []
+    values = ", ".join(e.value for e in enum)
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            choice = enum(part)
+        except ValueError:
+            raise MemloraError(f"unknown {label} {part!r}", fix=f"use {values} (comma-separated)") from None
+        if choice not in out:
+            out.append(choice)
+    if not out:
+        raise MemloraError(f"no {label} given", fix=f"use {values}")
+    return out
+
+
+def parse_backends(text: str) -> list[BackendName]:
+    """Parse a comma-separated backend list such as ``onnx,executorch`` (export targets only)."""
+    out = parse_choices(BackendName, text, "backend")
+    if BackendName.PYTORCH in out:
+        raise MemloraError("pytorch is not an export backend", fix="use onnx, executorch or coreml")
+    return out
