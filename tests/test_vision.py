@@ -52,8 +52,8 @@ def vlm_task(vlm_preset):
 # --- registry -----------------------------------------------------------------------------------
 
 def test_families_by_model_type_and_gemma3_is_not_text():
-    from memlora.errors import MemloraError
-    from memlora.families import get_family
+    from memlora.core.errors import MemloraError
+    from memlora.core.families import get_family
     from memlora.vision.families import get_vision_family, is_vision
 
     for mt in ("smolvlm", "smolvlm2", "idefics3", "internvl", "gemma3"):
@@ -168,7 +168,7 @@ def test_images_are_seeded_and_png_is_valid(tmp_path):
 # --- bad input --------------------------------------------------------------------------------------
 
 def test_adapter_on_vision_tower_is_refused_with_the_fix(vlm_preset):
-    from memlora.errors import MemloraError
+    from memlora.core.errors import MemloraError
     from memlora.vision.model_io import inspect_vlm_dir, read_vision_adapters
 
     root, model_dir, _ = vlm_preset("tiny-smolvlm")
@@ -181,7 +181,7 @@ def test_adapter_on_vision_tower_is_refused_with_the_fix(vlm_preset):
 
 
 def test_wrong_image_size_mode_dtype_are_refused(vlm_task):
-    from memlora.errors import MemloraError
+    from memlora.core.errors import MemloraError
     from memlora.vision.preprocess import pixels
 
     task, _ = vlm_task("tiny-smolvlm")
@@ -197,7 +197,7 @@ def test_wrong_image_size_mode_dtype_are_refused(vlm_task):
 
 
 def test_vlm_folder_without_processor_config_fails_before_anything_is_written(vlm_preset, tmp_path):
-    from memlora.errors import MemloraError
+    from memlora.core.errors import MemloraError
     from memlora.export import ExportOptions, run_export
 
     _, model_dir, adapters = vlm_preset("tiny-internvl")
@@ -212,8 +212,8 @@ def test_vlm_folder_without_processor_config_fails_before_anything_is_written(vl
 
 
 def test_text_only_bundle_asked_for_an_image(tmp_path):
-    from memlora.bundle import write_manifest
-    from memlora.errors import MemloraError
+    from memlora.core.bundle import write_manifest
+    from memlora.core.errors import MemloraError
     from memlora.vision.runtime import open_vision
 
     write_manifest(tmp_path, {"model": {"family": "qwen2"}, "artifacts": []})
@@ -222,8 +222,8 @@ def test_text_only_bundle_asked_for_an_image(tmp_path):
 
 
 def test_gemma3_on_executorch_is_refused_up_front(vlm_task):
-    from memlora.errors import MemloraError
-    from memlora.vision.executorch_export import check_supported
+    from memlora.core.errors import MemloraError
+    from memlora.backends.executorch.vision import check_supported
 
     task, _ = vlm_task("tiny-gemma3-vl")
     with pytest.raises(MemloraError, match="bidirectional.*fix: export this family with --backend onnx"):
@@ -235,7 +235,7 @@ def test_gemma3_on_executorch_is_refused_up_front(vlm_task):
 @pytest.fixture(scope="session")
 def smolvlm_bundle(tmp_path_factory):
     """``memlora export --model tiny-smolvlm`` on ONNX + ExecuTorch, external + fused, with parity."""
-    from memlora.config import AdapterMode, BackendName
+    from memlora.core.config import AdapterMode, BackendName
     from memlora.export import ExportOptions, run_export
 
     out = tmp_path_factory.mktemp("vlm") / "smolvlm"
@@ -267,7 +267,7 @@ def test_smolvlm_bundle_parity_per_graph_and_negative_controls(smolvlm_bundle):
 @pytest.mark.slow
 def test_stock_multimodal_runner_matches_reference_greedy(smolvlm_bundle, tmp_path):
     from memlora.vision.runtime import open_vision
-    from memlora.vision.stock_runner import expected_ids, parse_ids, stock_generate, write_id_tokenizer
+    from memlora.backends.executorch.stock_runner import expected_ids, parse_ids, stock_generate, write_id_tokenizer
 
     out, manifest = smolvlm_bundle
     conf = json.loads((out / "conformance.json").read_text())["vision"]
@@ -316,7 +316,7 @@ def test_preprocess_reference_reproduces_conformance_vectors(smolvlm_bundle):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny-internvl", "tiny-gemma3-vl"])
 def test_onnx_bundle_other_families(tmp_path, name):
-    from memlora.config import AdapterMode
+    from memlora.core.config import AdapterMode
     from memlora.export import ExportOptions, run_export
 
     manifest = run_export(ExportOptions(out=tmp_path / name, model=name, adapter_modes=[AdapterMode.EXTERNAL],
@@ -330,8 +330,8 @@ def test_onnx_bundle_other_families(tmp_path, name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name,precision", [("tiny-smolvlm", "fp32"), ("tiny-gemma3-vl", "fp16")])
 def test_coreml_vision_package_checked_by_the_mil_evaluator(vlm_task, tmp_path, name, precision):
-    from memlora.config import ExportSpec
-    from memlora.vision import coreml_export
+    from memlora.core.config import ExportSpec
+    from memlora.backends.coreml import vision as coreml_export
     from memlora.vision.images import make_samples
 
     task, _ = vlm_task(name)

@@ -63,7 +63,7 @@ def get_family(model_type: str, source: str | None = None) -> Family:
     try:
         return FAMILIES[key]
     except KeyError:
-        from .vision.families import is_vision
+        from ..vision.families import is_vision
 
         if is_vision(model_type):
             raise MemloraError(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..adapters import LoraAdapter
+from ..sources.adapters import LoraAdapter
 from .lora import LoraLinear, inject_lora
 
 

@@ -14,13 +14,11 @@ import time
 from pathlib import Path
 
 from .. import __version__
-from ..bundle import atomic_dir, write_manifest
-from ..config import BackendName
-from ..errors import MemloraError
-from ..progress import steps
+from ..core.bundle import atomic_dir, write_manifest
+from ..core.config import BackendName
+from ..core.errors import MemloraError
+from ..core.progress import steps
 
-BACKENDS = {BackendName.ONNX: "memlora.vision.onnx_export", BackendName.EXECUTORCH: "memlora.vision.executorch_export",
-            BackendName.COREML: "memlora.vision.coreml_export"}
 VQA_PROMPT = ("Look at the picture.", "")
 PARITY_SAMPLES = 2
 CONFORMANCE_IMAGES = 3
@@ -45,12 +43,10 @@ def is_vision_source(model: str | None) -> bool:
 
 
 def backend_module(name: BackendName):
-    import importlib
+    """The vision-language module of backend ``name`` (``Backend.vision()``)."""
+    from ..backends import get_backend
 
-    if name not in BACKENDS:
-        raise MemloraError(f"backend {name.value} does not export vision-language models yet",
-                           fix="use --backend onnx,executorch for an SVLM")
-    return importlib.import_module(BACKENDS[name])
+    return get_backend(name).vision()
 
 
 def resolve_vision(model: str, adapters: dict[str, Path], workdir: Path):
@@ -81,25 +77,25 @@ def run_vision_export(opts, show_progress: bool = True) -> dict:
     """The SVLM path of ``memlora export`` (same options, same bundle rules)."""
     from tokenizers import Tokenizer
 
-    from ..conformance import write_bundle_extras
+    from ..extras import write_bundle_extras
     from .images import make_samples
     from .model_io import build_vision_task
     from .parity import vision_parity
     from .preprocess import expand_prompt
     from .reference import VisionTorchRunner
 
+    from ..backends import get_backend
+
     specs = opts.specs()
     modules = {}
     for spec in specs:
         modules[spec.backend] = backend_module(spec.backend)
-        from ..backends import get_backend
-
-        reason = get_backend(spec.backend.value).available()
+        reason = get_backend(spec.backend).available()
         if reason:
             raise MemloraError(f"backend {spec.backend.value} is not available here: {reason}",
                                fix="install it or choose another --backend")
     if opts.embedder:
-        from ..conformance import check_embedder_arg
+        from ..extras import check_embedder_arg
 
         check_embedder_arg(opts.embedder)
     with tempfile.TemporaryDirectory(prefix="memlora-src-") as work, atomic_dir(opts.out, opts.force) as tmp:
@@ -141,12 +137,12 @@ def run_vision_export(opts, show_progress: bool = True) -> dict:
                                                         n_tokens=min(opts.parity_tokens, 16))
                     finally:
                         runner.close()
-                manifest["artifacts"].append(artifact.to_json())
+                manifest.artifacts.append(artifact)
                 text_names = [n for n in task.adapters if n not in artifact.adapters]
                 if text_names:  # ExecuTorch / Core ML: these adapters keep the text layout
                     progress.update(job, description=f"export {key} (text adapters)")
-                    manifest["artifacts"].append(_text_artifact(task, spec, tmp, text_names, reference,
-                                                                text_prompts, opts).to_json())
+                    manifest.artifacts.append(_text_artifact(task, spec, tmp, text_names, reference,
+                                                             text_prompts, opts))
                 progress.advance(job)
             progress.update(job, description="prompts, conformance.json")
             write_bundle_extras(tmp, manifest, reference, opts.embedder)
@@ -162,7 +158,7 @@ def _text_artifact(task, spec, tmp: Path, names: list[str], reference, text_prom
     from ..parity import artifact_parity
     from ..tasks.vision import as_decoder_task
 
-    backend = get_backend(spec.backend.value)
+    backend = get_backend(spec.backend)
     t0 = time.perf_counter()
     artifact = backend.export(as_decoder_task(task, names), spec, tmp)
     artifact.meta.setdefault("export_seconds", round(time.perf_counter() - t0, 2))
@@ -174,9 +170,11 @@ def _text_artifact(task, spec, tmp: Path, names: list[str], reference, text_prom
     return artifact
 
 
-def _manifest(info, task, record) -> dict:
+def _manifest(info, task, record):
+    from ..core.manifest import Manifest
+
     cfg = task.text_config
-    return {
+    return Manifest.from_json({
         "memlora_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": {
@@ -193,7 +191,7 @@ def _manifest(info, task, record) -> dict:
         "tokenizer": "tokenizer.json",
         "adapters": [a.summary() for a in task.adapters.values()],
         "artifacts": [],
-    }
+    })
 
 
 def write_preprocess(root: Path, task) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import MemloraError
-from ..families import FAMILIES, Family
+from ..core.errors import MemloraError
+from ..core.families import FAMILIES, Family
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..adapters import LoraAdapter, read_adapter
-from ..errors import MemloraError
-from ..model_io import check_safetensors
+from ..sources.adapters import LoraAdapter, read_adapter
+from ..core.errors import MemloraError
+from ..sources.model_io import check_safetensors
 from .families import VisionFamily, get_vision_family
 from .preprocess import read_processor_config
 
@@ -88,7 +88,7 @@ def load_vlm(info: VisionModelInfo):
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from ..model_io import quiet_transformers
+    from ..sources.model_io import quiet_transformers
 
     quiet_transformers()
     return AutoModelForImageTextToText.from_pretrained(info.path, dtype=torch.float32,

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import MemloraError
+from ..core.errors import MemloraError
 
 PREPROCESS_FILE = "preprocessor_config.json"
 FORMAT = "memlora-vision-preprocess"

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MemloraError
-from ..families import ATTN, MLP
-from ..presets import AdapterPreset, _randomize_lora
+from ..core.errors import MemloraError
+from ..core.families import ATTN, MLP
+from ..sources.presets import AdapterPreset, _randomize_lora
 from .families import VISION_FAMILIES
 
 VQA_ADAPTERS = (
@@ -127,8 +127,8 @@ def write_vision_preset(name: str, out: str | Path) -> tuple[Path, dict[str, Pat
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText, PreTrainedTokenizerFast
 
-    from ..model_io import quiet_transformers
-    from ..tokenizer_train import train_bpe
+    from ..sources.model_io import quiet_transformers
+    from ..sources.tokenizer_train import train_bpe
 
     quiet_transformers()
     preset = get_vision_preset(name)

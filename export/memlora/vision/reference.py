@@ -21,8 +21,8 @@ class VisionTorchRunner:
         from peft import PeftModel
         from transformers import AutoModelForImageTextToText
 
-        from ..backends.pytorch_backend import _peft_name
-        from ..model_io import quiet_transformers
+        from ..backends.pytorch.runner import _peft_name
+        from ..sources.model_io import quiet_transformers
 
         quiet_transformers()
         base = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32,

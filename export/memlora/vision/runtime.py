@@ -7,19 +7,17 @@ needs it) and decodes greedily under the ``vqa`` adapter. A text-only bundle is 
 """
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..backends.base import Artifact
-from ..bundle import read_manifest
-from ..errors import MemloraError
+from ..core.artifact import Artifact
+from ..core.bundle import read_manifest
+from ..core.errors import MemloraError
 from .preprocess import contract_from_json, expand_prompt, image_blocks, pixels
 
-_RUNNERS = {"onnx": "memlora.vision.onnx_export", "executorch": "memlora.vision.executorch_export"}
 
 
 def require_vision(manifest: dict, bundle: Path) -> None:
@@ -61,13 +59,14 @@ def open_vision(bundle: str | Path, backend: str = "onnx", adapter_mode: str | N
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     require_vision(manifest, bundle)
-    if backend not in _RUNNERS:
-        raise MemloraError(f"no vision runner for backend {backend!r}", fix=f"use one of: {', '.join(_RUNNERS)}")
+    from ..backends import get_backend
+
+    module = get_backend(backend).vision()
     rows = [a for a in manifest["artifacts"] if a["backend"] == backend
             and (adapter_mode is None or a["adapter_mode"] == adapter_mode)]
     if not rows:
         raise MemloraError(f"bundle has no {backend} artifact", bundle, "export it with --backend " + backend)
     artifact = Artifact.from_json(rows[0])
-    runner = importlib.import_module(_RUNNERS[backend]).load(artifact, bundle)
+    runner = module.load(artifact, bundle)
     contract = contract_from_json(json.loads((bundle / manifest["vision"]["preprocess"]).read_text()))
     return VisionSession(bundle, manifest, runner, contract, Tokenizer.from_file(str(bundle / "tokenizer.json")))

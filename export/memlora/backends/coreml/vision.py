@@ -2,7 +2,7 @@
 ships), fixed shape, float32 input in 0..255 (Core ML tensors have no uint8), rescale/normalise
 and projector inside.
 
-Numerics are checked off a Mac with memlora's MIL evaluator (``memlora.mil_eval``), which gets
+Numerics are checked off a Mac with memlora's MIL evaluator (``memlora.backends.coreml.mil``), which gets
 the ``conv`` op here (the patch embedding). Not done yet: the ``embed`` and ``vqa`` functions (a
 Core ML decoder on embeddings) in the multifunction package; the text adapters export through the
 Core ML text backend as usual.
@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends.base import Artifact
-from ..config import ExportSpec, Precision, Quant
-from ..errors import ExportFailure, MemloraError
+from ...core.artifact import Artifact
+from ...core.config import ExportSpec, Precision, Quant
+from ...core.errors import ExportFailure, MemloraError
 
 NAME = "coreml"
-TARGET = "iOS18"
 
 
 def _conv(a, op):
@@ -68,7 +67,7 @@ def _avg_pool(a, op):
 
 
 def _register_ops() -> None:
-    from .. import mil_eval
+    from .mil import ops as mil_eval
 
     mil_eval.OPS.setdefault("conv", _conv)
     mil_eval.OPS.setdefault("avg_pool", _avg_pool)
@@ -78,8 +77,8 @@ def export(task, spec: ExportSpec, out_dir: Path) -> Artifact:
     import coremltools as ct
     import torch
 
-    from ..backends.coreml_backend import _quiet_coremltools
-    from ..tasks.vision import VisionEncoder
+    from .export import _quiet_coremltools
+    from ...tasks.vision import VisionEncoder
 
     if spec.quant is not Quant.NONE:
         raise MemloraError("Core ML vision export is float only", fix="use --quant none with --backend coreml")
@@ -96,7 +95,7 @@ def export(task, spec: ExportSpec, out_dir: Path) -> Artifact:
         with _quiet_coremltools():
             model = ct.convert(ep, inputs=[ct.TensorType("pixel_values", shape=(1, 3, tile, tile), dtype=np.float32)],
                                outputs=[ct.TensorType("image_features", dtype=np.float32)],
-                               minimum_deployment_target=getattr(ct.target, TARGET), compute_precision=precision,
+                               minimum_deployment_target=getattr(ct.target, spec.coreml.deployment_target), compute_precision=precision,
                                convert_to="mlprogram", skip_model_load=True)
     except Exception as e:  # torch.export / coremltools raise many types
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
@@ -107,20 +106,20 @@ def export(task, spec: ExportSpec, out_dir: Path) -> Artifact:
     ops = dict(Counter(op.op_type for op in model._mil_program.functions["main"].operations).most_common())
     size = sum(p.stat().st_size for p in (out_dir / files["vision"]).rglob("*") if p.is_file())
     meta = {"kind": "vision-language", "graphs": ["vision_encoder"], "precision": spec.precision.value,
-            "target": TARGET, "ops": ops, "file_bytes": {"vision": size},
+            "target": spec.coreml.deployment_target, "ops": ops, "file_bytes": {"vision": size},
             "export_seconds": round(time.perf_counter() - t0, 2), "numerics": "memlora MIL evaluator (NumPy)",
             "not_exported": "embed and vqa functions (decoder on embeddings) in the multifunction package"}
-    return Artifact(NAME, spec.adapter_mode.value, spec.quant.value, [], files, None, meta)
+    return Artifact(NAME, spec.adapter_mode, spec.quant, [], files, None, meta, precision=spec.precision)
 
 
 def encoder_parity(task, artifact: Artifact, root: Path, samples) -> dict:
     """The converted MIL program (as saved) vs the torch wrapper, with another image as control."""
     import torch
 
-    from ..mil_eval import MilFunction, load_program
-    from ..tasks.vision import VisionEncoder
-    from .parity import ENCODER_COSINE, ENCODER_TOL, _cos, _rel
-    from .preprocess import pixels
+    from .mil import MilFunction, load_program
+    from ...tasks.vision import VisionEncoder
+    from ...vision.parity import ENCODER_COSINE, ENCODER_TOL, _cos, _rel
+    from ...vision.preprocess import pixels
 
     _register_ops()
     fn = MilFunction(load_program(Path(root) / artifact.files["vision"]), "main")
@@ -132,7 +131,7 @@ def encoder_parity(task, artifact: Artifact, root: Path, samples) -> dict:
         outs.append(np.asarray(got["image_features"] if isinstance(got, dict) else got)[0])
         with torch.no_grad():
             wants.append(enc(torch.from_numpy(x))[0].numpy())
-    level = artifact.meta["precision"]
+    level = artifact.precision.value
     res = {"max_rel": _rel(outs[0], wants[0]), "cosine": _cos(outs[0], wants[0]),
            "negative_control_max_rel": _rel(outs[1], wants[0]), "level": level}
     failures = []

@@ -17,11 +17,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backends.base import Artifact
-from ..backends.onnx_backend import _exporter_quiet, _quantize, _save, write_onnx_adapter
-from ..config import AdapterMode, ExportSpec, Quant
-from ..errors import ExportFailure, MemloraError
-from ..tasks.names import kv_names, lora_input_names
+from ...core.artifact import Artifact
+from .export import _exporter_quiet, _quantize, _save, write_onnx_adapter
+from ...core.config import AdapterMode, ExportSpec, Quant
+from ...core.errors import ExportFailure, MemloraError
+from ...tasks.names import kv_names, lora_input_names
 
 NAME = "onnx"
 SHARED = Path("onnx") / "vision"
@@ -50,7 +50,7 @@ def export_shared(task, spec: ExportSpec, out_dir: Path) -> dict[str, str]:
     """vision.onnx and embedding.onnx (once per bundle); returns their roles -> paths."""
     import torch
 
-    from ..tasks.vision import TokenEmbedding, VisionEncoder
+    from ...tasks.vision import TokenEmbedding, VisionEncoder
 
     files = {"vision": str(SHARED / "vision.onnx"), "embedding": str(SHARED / "embedding.onnx")}
     if all((out_dir / p).is_file() for p in files.values()):
@@ -59,12 +59,12 @@ def export_shared(task, spec: ExportSpec, out_dir: Path) -> dict[str, str]:
     tile = task.contract.tile
     px = torch.randint(0, 256, (1, 3, tile, tile), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     enc = VisionEncoder(task).eval()
-    model = _export(enc, (px,), None, ["pixel_values"], ["image_features"], spec.opset, "vision encoder", task)
+    model = _export(enc, (px,), None, ["pixel_values"], ["image_features"], spec.onnx.opset, "vision encoder", task)
     _save(model, out_dir / files["vision"])
     emb = TokenEmbedding(task).eval()
     seq = torch.export.Dim("seq", min=1, max=32768)
     model = _export(emb, (torch.zeros(1, 3, dtype=torch.long),), {"input_ids": {1: seq}}, ["input_ids"],
-                    ["inputs_embeds"], spec.opset, "token embedding", task)
+                    ["inputs_embeds"], spec.onnx.opset, "token embedding", task)
     _save(model, out_dir / files["embedding"])
     return files
 
@@ -73,7 +73,7 @@ def _text_graph(task, spec: ExportSpec, modules: list[str]):
     import torch
     from onnx import numpy_helper
 
-    from ..tasks.vision import EmbedsKVDecoder, example_inputs
+    from ...tasks.vision import EmbedsKVDecoder, example_inputs
 
     wrapper = EmbedsKVDecoder(task, modules).eval()
     embeds, pos, mask, past, lora = example_inputs(task)
@@ -88,7 +88,7 @@ def _text_graph(task, spec: ExportSpec, modules: list[str]):
         args, dyn = args[:4], {k: v for k, v in dyn.items() if k != "lora"}
     L = task.num_layers
     names = ["inputs_embeds", "position_ids", "attention_mask"] + kv_names(L, "past") + lora_input_names(modules)
-    model = _export(wrapper, args, dyn, names, ["logits"] + kv_names(L, "present"), spec.opset, "text decoder", task)
+    model = _export(wrapper, args, dyn, names, ["logits"] + kv_names(L, "present"), spec.onnx.opset, "text decoder", task)
     lora_set = set(lora_input_names(modules))
     for inp in model.graph.input:
         if inp.name in lora_set:
@@ -101,12 +101,12 @@ def _text_graph(task, spec: ExportSpec, modules: list[str]):
 
 def export(task, spec: ExportSpec, out_dir: Path) -> Artifact:
     """Export the three graphs of ``task`` under ``out_dir/onnx/`` and describe them."""
-    from ..tasks.lora import fused, remove_lora
+    from ...tasks.lora import fused, remove_lora
 
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     files = export_shared(task, spec, out_dir)
-    meta: dict = {"opset": spec.opset, "kind": "vision-language", "seconds_shared": round(time.perf_counter() - t0, 2)}
+    meta: dict = {"opset": spec.onnx.opset, "kind": "vision-language", "seconds_shared": round(time.perf_counter() - t0, 2)}
     sub = Path("onnx") / f"vlm-{spec.adapter_mode.value}-{spec.quant.value}"
     (out_dir / sub).mkdir(parents=True, exist_ok=True)
     t1 = time.perf_counter()
@@ -244,7 +244,7 @@ class VisionOnnxRunner:
 
     def prefill_embeds(self, embeds: np.ndarray, blocks: Sequence[int] | None = None) -> np.ndarray:
         """Append ``embeds [T, D]`` (``blocks``: image block per position, -1 text) -> logits ``[T, V]``."""
-        from ..tasks.vision import additive_mask
+        from ...tasks.vision import additive_mask
 
         n = embeds.shape[0]
         self._blocks.extend(blocks if blocks is not None else [-1] * n)

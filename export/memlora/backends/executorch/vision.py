@@ -19,9 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..backends.base import Artifact
-from ..config import AdapterMode, ExportSpec, Quant
-from ..errors import ExportFailure, MemloraError
+from ...core.artifact import Artifact
+from ...core.config import AdapterMode, ExportSpec, Quant
+from ...core.errors import ExportFailure, MemloraError
 
 NAME = "executorch"
 METHODS = ("vision_encoder", "token_embedding", "text_decoder")
@@ -56,9 +56,10 @@ def _programs(task, spec: ExportSpec, adapter=None):
     """torch.export of the three methods (LoRA baked into the decoder when ``adapter`` is given)."""
     import torch
 
-    from ..backends.executorch_backend import _bake_adapter, _quantize
-    from ..tasks.static_decoder import delegable_activations, delegable_norms
-    from ..tasks.vision import TokenEmbedding, VisionEncoder, remap_adapter, static_embeds_decoder
+    from ...tasks.delegable import delegable_activations, delegable_norms
+    from ...tasks.lora import bake_adapter
+    from .export import _quantize
+    from ...tasks.vision import TokenEmbedding, VisionEncoder, remap_adapter, static_embeds_decoder
 
     info: dict = {}
     tile = task.contract.tile
@@ -69,7 +70,7 @@ def _programs(task, spec: ExportSpec, adapter=None):
     info["norms_as_linear"] = delegable_norms(dec)
     info["gelu_tanh_explicit"] = delegable_activations(dec)
     if adapter is not None:
-        _bake_adapter(dec.model, remap_adapter(task, adapter))
+        bake_adapter(dec.model, remap_adapter(task, adapter))
     if spec.quant is not Quant.NONE:
         info["quantized_linears"] = _quantize(dec, spec)
     eps = {}
@@ -89,12 +90,17 @@ def _lower(task, spec: ExportSpec, adapter=None):
     from executorch.exir.passes import MemoryPlanningPass
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
-    from ..backends.executorch_backend import _fail, delegation_report
+    from ..export_job import export_failure
+    from .report import delegation_report
+
+    def fail(stage: str, e: Exception):
+        return export_failure("executorch", stage, e, task.family.model_type, task.info.path,
+                              "report this model; try --backend onnx")
 
     try:
         eps, info = _programs(task, spec, adapter)
     except Exception as e:
-        raise _fail(_Named(task), "torch.export", e) from None
+        raise fail("torch.export", e) from None
     try:
         edge = to_edge_transform_and_lower(eps, partitioner=[XnnpackPartitioner()], constant_methods=metadata(task, spec),
                                            compile_config=EdgeCompileConfig(_check_ir_validity=False))
@@ -104,22 +110,13 @@ def _lower(task, spec: ExportSpec, adapter=None):
             sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
         program.buffer  # noqa: B018
     except Exception as e:
-        raise _fail(_Named(task), "lowering to XNNPACK", e) from None
+        raise fail("lowering to XNNPACK", e) from None
     return program, info
-
-
-class _Named:
-    """What ``executorch_backend._fail`` reads from a task (family name, path)."""
-
-    def __init__(self, task):
-        from types import SimpleNamespace
-
-        self.info = SimpleNamespace(family=SimpleNamespace(model_type=task.family.model_type), path=task.info.path)
 
 
 def export(task, spec: ExportSpec, out_dir: Path) -> Artifact:
     """One multimodal ``.pte`` per adapter under ``out_dir/executorch/vlm-<mode>-<quant>/``."""
-    from ..tasks.lora import fused
+    from ...tasks.lora import fused
 
     check_supported(task)
     out_dir = Path(out_dir)
@@ -159,7 +156,7 @@ class VisionExecuTorchRunner:
     """The three methods through the pybindings runtime (one program loaded at a time)."""
 
     def __init__(self, artifact: Artifact, root: Path):
-        from ..backends.executorch_backend import _import_runtime
+        from .runner import _import_runtime
 
         self._rt = _import_runtime()
         self.artifact, self.root = artifact, Path(root)
