@@ -339,3 +339,23 @@ def test_coreml_vision_package_checked_by_the_mil_evaluator(vlm_task, tmp_path, 
     p = coreml_export.encoder_parity(task, art, tmp_path, make_samples(2, task.contract.tile, seed=1))
     assert p["passed"], p["failures"]
     assert p["encoder"]["negative_control_max_rel"] > 0.1
+
+
+@pytest.mark.slow
+def test_parity_recheck_of_a_vision_bundle(smolvlm_bundle):
+    from memlora.recheck import recheck_bundle
+
+    out, _ = smolvlm_bundle
+    report = recheck_bundle(out, n_tokens=4)
+    assert report["passed"], [a["parity"].get("failures") for a in report["artifacts"]]
+
+
+def test_presets_command_lists_vision_presets():
+    from typer.testing import CliRunner
+
+    from memlora.cli import app
+
+    result = CliRunner().invoke(app, ["presets"])
+    assert result.exit_code == 0
+    for name in ("tiny-smolvlm", "tiny-internvl", "tiny-gemma3-vl", "internvl3-1b-shape"):
+        assert name in result.output

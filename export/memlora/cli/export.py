@@ -85,13 +85,15 @@ def parity(bundle: Path = typer.Argument(..., help="Bundle folder written by mem
 @app.command()
 def preset(name: str = typer.Argument(..., help="Preset name (see `memlora presets`)."),
            out: Path = typer.Argument(..., help="Folder to write model/ and adapters/ into.")) -> None:
-    """Write a built-in seeded preset: a real HF model folder and three PEFT adapters."""
+    """Write a built-in seeded preset: a real HF model folder and its PEFT adapters (three; four
+    with vqa for a vision-language preset, plus bad_adapters/ for the error path)."""
     from ..sources.presets import write_preset
+    from ..vision.presets import VISION_PRESETS, write_vision_preset
 
     try:
         if out.exists() and any(out.iterdir()):
             raise MemloraError("output folder exists and is not empty", out, "choose another folder")
-        model_dir, adapters = write_preset(name, out)
+        model_dir, adapters = (write_vision_preset if name in VISION_PRESETS else write_preset)(name, out)
     except MemloraError as e:
         _fail(e)
     typer.echo(f"model: {model_dir}")
@@ -103,9 +105,10 @@ def preset(name: str = typer.Argument(..., help="Preset name (see `memlora prese
 def presets() -> None:
     """List the built-in presets."""
     from ..sources.presets import PRESETS
+    from ..vision.presets import VISION_PRESETS
 
     table = Table("preset", "family", "real size", "description")
-    for p in PRESETS.values():
+    for p in [*PRESETS.values(), *VISION_PRESETS.values()]:
         table.add_row(p.name, p.model_type, "yes" if p.real_size else "", p.description)
     Console().print(table)
 

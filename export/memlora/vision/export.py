@@ -80,7 +80,6 @@ def run_vision_export(opts, show_progress: bool = True) -> dict:
     from ..extras import write_bundle_extras
     from .images import make_samples
     from .model_io import build_vision_task
-    from .parity import vision_parity
     from .preprocess import expand_prompt
     from .reference import VisionTorchRunner
 
@@ -125,18 +124,10 @@ def run_vision_export(opts, show_progress: bool = True) -> dict:
                 t0 = time.perf_counter()
                 artifact = mod.export(task, spec, tmp)
                 artifact.meta.setdefault("export_seconds", round(time.perf_counter() - t0, 2))
-                if opts.check_parity and hasattr(mod, "encoder_parity"):  # Core ML: vision tower only
-                    artifact.parity = mod.encoder_parity(task, artifact, tmp, samples)
-                elif opts.check_parity:
+                if opts.check_parity:
                     progress.update(job, description=f"parity {key}")
-                    runner = mod.load(artifact, tmp)
-                    try:
-                        artifact.parity = vision_parity(runner, reference, task, samples, prompts, text_prompts,
-                                                        backend=spec.backend.value, quant=spec.quant.value,
-                                                        precision=spec.precision.value,
-                                                        n_tokens=min(opts.parity_tokens, 16))
-                    finally:
-                        runner.close()
+                    artifact.parity = artifact_vision_parity(mod, artifact, tmp, task, reference, samples, prompts,
+                                                             text_prompts, min(opts.parity_tokens, 16))
                 manifest.artifacts.append(artifact)
                 text_names = [n for n in task.adapters if n not in artifact.adapters]
                 if text_names:  # ExecuTorch / Core ML: these adapters keep the text layout
@@ -149,6 +140,63 @@ def run_vision_export(opts, show_progress: bool = True) -> dict:
             add_vision_conformance(tmp, task, reference, tok)
         manifest = write_manifest(tmp, manifest)
     return manifest
+
+
+def artifact_vision_parity(mod, artifact, root: Path, task, reference, samples, prompts, text_prompts,
+                           n_tokens: int) -> dict:
+    """The parity block of one SVLM artifact (Core ML: the vision tower only)."""
+    from .parity import vision_parity
+
+    if hasattr(mod, "encoder_parity"):
+        return mod.encoder_parity(task, artifact, root, samples)
+    runner = mod.load(artifact, root)
+    try:
+        return vision_parity(runner, reference, task, samples, prompts, text_prompts, backend=artifact.backend.value,
+                             quant=artifact.quant.value, precision=artifact.precision.value, n_tokens=n_tokens)
+    finally:
+        runner.close()
+
+
+def recheck_vision_bundle(bundle: Path, manifest: dict, file_failures: list[str], n_tokens: int | None) -> dict:
+    """``memlora parity`` for an SVLM bundle: rebuild the source (a preset is regenerated), then
+    re-run every artifact's parity (vision artifacts per graph, text ones with the common check)."""
+    from tokenizers import Tokenizer
+
+    from ..backends import get_backend
+    from ..core.artifact import Artifact
+    from ..export import prompt_ids
+    from ..parity import artifact_parity
+    from .images import make_samples
+    from .model_io import build_vision_task
+    from .preprocess import expand_prompt
+    from .reference import VisionTorchRunner
+
+    src = manifest["model"]["source"]
+    with tempfile.TemporaryDirectory(prefix="memlora-src-") as work:
+        model = src.get("preset") or src["path"]
+        given = {} if src.get("adapters") == "preset" else {n: Path(p) for n, p in src["adapter_dirs"].items()}
+        info, adapters, adapter_dirs, _ = resolve_vision(model, given, Path(work))
+        task = build_vision_task(info, adapters)
+        c = task.contract
+        reference = VisionTorchRunner(info.path, adapter_dirs, info.family, c)
+        tok = Tokenizer.from_file(str(info.tokenizer_file))
+        samples = make_samples(PARITY_SAMPLES, c.tile, seed=1)
+        prompts = [expand_prompt(tok.encode(VQA_PROMPT[0]).ids, tok.encode(" " + s.question).ids, c) for s in samples]
+        text_prompts = prompt_ids(info.tokenizer_file)
+        out = []
+        for data in manifest["artifacts"]:
+            artifact = Artifact.from_json(data)
+            n = n_tokens or 16
+            backend = get_backend(artifact.backend)
+            if artifact.meta.get("kind") == "vision-language":
+                artifact.parity = artifact_vision_parity(backend.vision(), artifact, bundle, task, reference, samples,
+                                                         prompts, text_prompts, n)
+            else:
+                artifact.parity = artifact_parity(backend, artifact, bundle, reference, text_prompts, n)
+            out.append(artifact.to_json())
+        reference.close()
+    passed = not file_failures and all(a["parity"]["passed"] for a in out)
+    return dict(manifest, artifacts=out, file_failures=file_failures, passed=passed)
 
 
 def _text_artifact(task, spec, tmp: Path, names: list[str], reference, text_prompts, opts):
