@@ -250,16 +250,23 @@ def smolvlm_bundle(tmp_path_factory):
 def test_smolvlm_bundle_parity_per_graph_and_negative_controls(smolvlm_bundle):
     out, manifest = smolvlm_bundle
     assert manifest["model"]["kind"] == "vision-language"
-    assert {(a["backend"], a["adapter_mode"]) for a in manifest["artifacts"]} == {
+    vis = [a for a in manifest["artifacts"] if a["meta"].get("kind") == "vision-language"]
+    assert {(a["backend"], a["adapter_mode"]) for a in vis} == {
         ("onnx", "external"), ("onnx", "fused"), ("executorch", "external"), ("executorch", "fused")}
     for a in manifest["artifacts"]:
+        assert a["parity"]["passed"], (a["backend"], a["adapter_mode"], a["parity"].get("failures"))
+    for a in vis:
         p = a["parity"]
-        assert p["passed"], (a["backend"], a["adapter_mode"], p["failures"])
         assert p["encoder"]["max_rel"] <= 1e-3 and p["encoder"]["negative_control_max_rel"] > 0.1
         vqa = p["decoder"]["vqa"]
         assert vqa["end_to_end_max_abs"] <= 1e-4
         assert vqa["neg_other_image_max_abs"] > 1e-2 and vqa["neg_adapter_answer_max_abs"] > 1e-2
-    et = next(a for a in manifest["artifacts"] if a["backend"] == "executorch")
+    # ExecuTorch: vqa is the multimodal program; the text adapters keep the shared-foundation layout
+    et_text = next(a for a in manifest["artifacts"] if a["backend"] == "executorch"
+                   and a["adapter_mode"] == "external" and a["meta"].get("kind") == "text")
+    assert et_text["adapters"] == ["extract", "update", "answer"] and "foundation" in et_text["files"]
+    et = next(a for a in vis if a["backend"] == "executorch")
+    assert et["adapters"] == ["vqa"]
     assert et["meta"]["constant_methods"]["get_tokens_per_image"] == 16
     assert set(et["meta"]["delegation"]) == {"vision_encoder", "token_embedding", "text_decoder"}
 
