@@ -132,6 +132,19 @@ def run_preset(preset: str, out: Path, work: Path, backends: list[str], reuse: b
                 summary=result.summary, files=[str(p) for p in (result.json_path, result.md_path, *result.plots)])
 
 
+def llama_cpp_peer() -> dict:
+    """The llama.cpp peer row's status (issue 17 item 6). Never required: the suite says why not."""
+    import os
+    import shutil
+
+    binary = os.environ.get("LLAMA_BENCH") or shutil.which("llama-bench")
+    if not binary:
+        return dict(peer="llama.cpp", status="not measured",
+                    reason="no llama-bench on PATH (or LLAMA_BENCH); build llama.cpp from source to add it")
+    return dict(peer="llama.cpp", status="not measured", binary=binary,
+                reason="llama-bench found, but the GGUF conversion and peer rows are not implemented yet")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("/tmp/memlora-suite"), help="results folder")
@@ -149,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     report = []
+    peer = llama_cpp_peer()
+    log(f"llama.cpp: {peer['status']} ({peer['reason']})")
     for preset in presets:
         reason = fits(preset)
         if reason:
@@ -160,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # one preset failing must not lose the others' results
                 log(f"{preset} failed: {type(e).__name__}: {e}")
                 report.append(dict(preset=preset, status="error", reason=f"{type(e).__name__}: {e}"))
-        (args.out / "suite.json").write_text(json.dumps(report, indent=1))
+        (args.out / "suite.json").write_text(json.dumps(report + [peer], indent=1))
     return 0 if all(r["status"] != "error" for r in report) else 1
 
 

@@ -30,7 +30,11 @@ def test_help_lists_verbs():
 
 def test_backends_and_presets():
     res = run("backends")
-    assert res.exit_code == 0 and "onnx" in res.output and "available" in res.output
+    import platform
+
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "onnx" in text and "yes" in text
+    assert platform.system() == "Darwin" or "MIL evaluator" in text  # Core ML exports here, predicts on macOS
     res = run("presets")
     assert res.exit_code == 0 and "tiny-qwen2" in res.output and "gemma2-2b-shape" in res.output
 
@@ -158,7 +162,7 @@ def test_unwritable_out(tmp_path, preset_dir):
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
     res = run("export", "--out", blocker / "bundle", "--quiet")
-    assert res.exit_code == 2 and "not writable" in res.output.replace("\n", " ")
+    assert res.exit_code == 2 and "a parent of the output is a file" in res.output.replace("\n", " ")
 
 
 def test_failure_mid_export_leaves_nothing(tmp_path, preset_dir, monkeypatch):

@@ -53,7 +53,8 @@ def test_cli_locomo_writes_json(tmp_path, loop_bundle, locomo_file):
     report = json.loads(out.read_text())
     assert report["settings"]["conversation_ids"] == ["conv-1", "conv-2"]
     assert report["results"]["onnx"]["turns"] == 2 and report["results"]["onnx"]["questions"] == 2
-    assert "parity" not in report and "time per operation" in res.output
+    assert "parity" not in report and "time per operation" in res.output and "scores per category" in res.output
+    assert any(name in res.output for name in ("multi-hop", "temporal", "open-domain", "single-hop"))
     assert db.is_file()
     res = run("locomo", loop_bundle[0], "--data", locomo_file, "--db", db)
     assert res.exit_code == 2 and "--db file already exists" in res.output

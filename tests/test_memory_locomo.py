@@ -4,6 +4,8 @@ import zipfile
 
 import pytest
 
+from memlora.core.errors import MemloraError
+
 from memlora.memory.locomo import iter_locomo, load_locomo
 
 
@@ -73,5 +75,5 @@ def test_single_flat_json_and_bad_suffix(tmp_path):
     path = tmp_path / "26.json"
     path.write_text(json.dumps(flat_conversation()))
     check(load_locomo(path)[0], "26")
-    with pytest.raises(ValueError):
+    with pytest.raises(MemloraError, match="expected a .zip or .json"):
         load_locomo(tmp_path / "x.txt")

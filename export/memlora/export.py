@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
 from .backends import get_backend
-from .core.bundle import atomic_dir, write_manifest
+from .core.bundle import atomic_dir, scratch_dir, write_manifest
 from .core.manifest import Manifest
 from .core.config import (AdapterMode, BackendName, CoreMLConfig, ExecuTorchConfig, ExportSpec, OnnxConfig,
                           Precision, Quant)
@@ -44,6 +43,11 @@ class ExportOptions:
     trust_remote_code: bool = False
     embedder: str | None = None  # "tiny" or an HF encoder folder; adds embedder/
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.parity_tokens <= 4096:
+            raise MemloraError(f"--parity-tokens {self.parity_tokens} is out of range",
+                               fix="use 1..4096 greedy tokens per prompt (or --no-parity)")
+
     def specs(self) -> list[ExportSpec]:
         return [ExportSpec(b, m, q, self.precision, self.group_size, self.max_seq_len, self.onnx, self.coreml,
                            self.executorch)
@@ -73,7 +77,7 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
             raise MemloraError(f"backend {spec.backend.value} is not available here: {reason}",
                                fix="install it or choose another --backend")
     # atomic_dir checks --out (exists, --force, writable) before anything is loaded.
-    with tempfile.TemporaryDirectory(prefix="memlora-src-") as work, atomic_dir(opts.out, opts.force) as tmp:
+    with scratch_dir("memlora-src-") as work, atomic_dir(opts.out, opts.force) as tmp:
         src = resolve(opts.model, opts.adapters, Path(work), allow_pickle=opts.allow_pickle,
                       trust_remote_code=opts.trust_remote_code)
         manifest = _base_manifest(src)
@@ -99,7 +103,7 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
                     artifact.parity = artifact_parity(backend, artifact, tmp, reference, ids, opts.parity_tokens)
                 manifest.artifacts.append(artifact)
                 progress.advance(job)
-            progress.update(job, description="prompts, conformance.json, embedder")
+            progress.update(job, description="prompts, conformance.json" + (", embedder" if opts.embedder else ""))
             write_bundle_extras(tmp, manifest, reference, opts.embedder)
         manifest = write_manifest(tmp, manifest)
     return manifest

@@ -38,11 +38,24 @@ class Session:
     _keep: list = field(default_factory=list, repr=False)  # temp dirs alive while the session is
 
     def loop(self, store, settings=None):
-        """A :class:`~memlora.memory.MemoryLoop` over this session and ``store``."""
-        from .memory import MemoryLoop
+        """A :class:`~memlora.memory.MemoryLoop` over this session and ``store``; a bundle without
+        the adapters the loop runs (extract, update, answer by default) is a one-line error."""
+        from .memory import LoopSettings, MemoryLoop
 
+        wanted = (settings or LoopSettings()).adapters
+        missing = sorted(a for a in wanted.values() if a is not None and a not in self.runner.adapters)
+        if missing:
+            raise MemloraError(f"bundle has adapters {sorted(self.runner.adapters)}; the memory loop needs "
+                               f"{', '.join(missing)} too", self.bundle,
+                               "re-export with --adapter extract=PATH --adapter update=PATH --adapter answer=PATH")
         return MemoryLoop(self.runner, self.tokenizer, store, self.chat_format, self.templates,
                           self.embedder, settings)
+
+    def file_failures(self) -> list[str]:
+        """Files that differ from the manifest (missing, size or sha256): a tampered or torn copy."""
+        from .core.bundle import verify_files
+
+        return verify_files(self.bundle, self.manifest)
 
     def describe(self) -> str:
         """One line: backend, artifact and embedder."""

@@ -38,9 +38,19 @@ def header(doc: dict) -> list[str]:
         f"{s['prompt_lens'][0]}-token prompt; {s['repeats']} timed runs after {s['warmup']} warm-up; "
         "median (min-max); every runner in its own process. "
         f"Memory bandwidth {bw['gbps']:.1f} GB/s ({bw['method']}).", "",
-        "`x eager`: speedup against PyTorch eager + PEFT (fp32) on the same weights and adapter. "
-        "`% roof`: decode tok/s over bandwidth / weight bytes per token. `model RSS`: peak RSS minus "
-        "the process after importing its runtime.", ""]
+        "`x eager`: speedup against PyTorch eager + PEFT (fp32) on the same weights and the same adapter. "
+        "`% roof`: decode tok/s x bytes read per token (every matmul weight, one row of each embedding "
+        "table, the KV cache at the mean decode position) over that bandwidth; `-` where a token's bytes fit "
+        "the last-level cache. `model RSS`: peak RSS minus the process after importing its runtime.", "", *_contention(m)]
+
+
+def _contention(m: dict) -> list[str]:
+    """A warning line when the machine was busier than its cores: timings are then noisy."""
+    load = max((m.get("loadavg") or [0])[0], (m.get("loadavg_end") or [0])[0])
+    if m.get("usable_cpus") and load > m["usable_cpus"]:
+        return [f"**Contended machine**: load average up to {load:.1f} on {m['usable_cpus']} usable CPUs; "
+                "timings are noisy, compare ratios within this run only.", ""]
+    return []
 
 
 def table(doc: dict, compact: bool = False) -> tuple[list[str], list[list[str]]]:
@@ -98,16 +108,24 @@ def markdown(doc: dict) -> str:
 def goals(s: dict) -> list[str]:
     out = ["## Goals", "", "| goal | measured | target | met |", "|---|---|---|---|"]
     for quant, b in s["decode_vs_eager"].items():
-        out.append(f"| decode vs eager, {quant} (best: {b['runner']}) | {_fmt(b['ratio'], '.2f')}x "
-                   f"({b['decode_tps']:.1f} vs {_fmt(b['eager_tps'], '.1f')} tok/s), "
-                   f"{_fmt(b['roofline_fraction'] and 100 * b['roofline_fraction'], '.0f')}% of roofline | - | - |")
+        per = ", ".join(f"{a} {_fmt(p['ratio'], '.2f')}x ({_fmt(p['tps'], '.1f')} vs {_fmt(p['eager_tps'], '.1f')})"
+                        for a, p in (b.get("per_adapter") or {}).items())
+        roof = b["roofline_fraction"]
+        out.append(f"| decode vs eager, same adapter, {quant} (best: {b['runner']}) | median {_fmt(b['ratio'], '.2f')}x"
+                   + (f" ({per} tok/s)" if per else "")
+                   + (f", {100 * roof:.0f}% of roofline" if roof else "") + " | - | - |")
+    sp = s.get("eager_decode_spread")
+    if sp:
+        per = ", ".join(f"{a} {v:.1f}" for a, v in sp["per_adapter"].items())
+        out.append(f"| eager decode spread across adapters (same model, same work) | {sp['max_over_min']:.2f}x "
+                   f"max/min ({per} tok/s) | ~1x | {'yes' if sp['max_over_min'] <= 1.25 else 'no: noisy machine'} |")
     for k, o in s["external_overhead"].items():
         per = ", ".join(f"{a} {100 * v:+.1f}%" for a, v in o["per_adapter"].items())
         out.append(f"| external decode overhead vs fused, {k} | {100 * o['mean']:+.1f}% ({per}) | "
                    f"<= {100 * o['target']:.0f}% | {'yes' if o['met'] else 'no'} |")
     for k, w in s["switch"].items():
-        out.append(f"| adapter switch a-b-a, {k} | {_fmt(w.get('call_ms'), '.3f')} ms call, "
-                   f"{_fmt(w.get('effective_ms'), '.3f')} ms incl. first step | "
+        out.append(f"| adapter switch a-b-a, {k} | {_fmt(w.get('call_ms'), '.3f')} ms call; "
+                   f"{_fmt(w.get('effective_ms'), '.3f')} ms call + the first step's extra time | "
                    + ("- | - |" if w.get("target") is None else
                       f"<= {w['target']:g} ms | {'yes' if w.get('met') else 'no'} |"))
     for k, m in s["memory"].items():
@@ -145,6 +163,8 @@ def _bars(doc: dict, groups: dict, series: list[tuple[str, str]], ylabel: str, t
 
     fig, ax = plt.subplots(figsize=(9, 4.2), dpi=100)
     names = list(groups)
+    if ref:  # drawn above the bars (zorder), in a colour no bar uses
+        ax.axhline(ref, color="crimson", linestyle="--", linewidth=1.5, zorder=5, label=f"PyTorch eager ({_num(ref)})")
     series = [(k, label) for k, label in series if any(k in modes for modes in groups.values())]
     width = 0.8 / max(1, len(series))
     for i, (key, label) in enumerate(series):
@@ -153,8 +173,10 @@ def _bars(doc: dict, groups: dict, series: list[tuple[str, str]], ylabel: str, t
         bars = ax.bar(xs, [v[0] for v in vals], width, label=label,
                       yerr=[[v[0] - v[1] for v in vals], [v[2] - v[0] for v in vals]], capsize=3)
         ax.bar_label(bars, labels=[_num(v[0]) if v[0] else "" for v in vals], fontsize=7, padding=2)
-    if ref:
-        ax.axhline(ref, color="black", linestyle="--", linewidth=1, label=f"PyTorch eager ({_num(ref)})")
+    tops = [v[0] for modes in groups.values() for v in modes.values() if v[0]] + ([ref] if ref else [])
+    if tops and min(tops) > 0 and max(tops) / min(tops) > 20:  # else a low eager line hugs the axis
+        ax.set_yscale("log")
+        ylabel += " (log scale)"
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel(ylabel)
     m = doc["machine"]
@@ -206,8 +228,10 @@ def plots(doc: dict, out_dir: Path) -> list[Path]:
     dec = _grouped(doc, "decode_tps")
     eager = [r["value"] for r in _rows(doc, "decode_tps") if r["backend"] == "pytorch"]
     if dec:
+        have = [m for m in MODES if any(m in modes for modes in dec.values())]
+        title = "Decode speed: external LoRA vs fused" if len(have) > 1 else f"Decode speed ({have[0]} adapters)"
         paths.append(_bars(doc, dec, [(m, m) for m in MODES], "decode tok/s (median over adapters)",
-                           "Decode speed: external LoRA vs fused", statistics.median(eager) if eager else None,
+                           title, statistics.median(eager) if eager else None,
                            out_dir / "decode_tps.png"))
     rss = _grouped(doc, "peak_rss_mb")
     for g, modes in _grouped(doc, "resident_peak_rss_mb").items():

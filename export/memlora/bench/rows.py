@@ -40,7 +40,31 @@ def _timing(seconds: dict, scale: float = 1.0, work: float | None = None) -> dic
     return dict(value=seconds["median"] * scale, min=seconds["min"] * scale, max=seconds["max"] * scale, n=seconds["n"])
 
 
-def _runner_rows(base: dict, res: dict, plan: dict, weight_bytes: dict[str, int | None], bw_gbps: float) -> list[dict]:
+def _roof(dec_tps: float, wb: int | None, roof: dict | None) -> dict:
+    """Roofline fields of one decode row; ``roof``: shape, bandwidth, cache size, backend, root, artifact."""
+    if not wb or not roof:
+        return {}
+    if not roof.get("shape"):  # no config: stored weight bytes, an upper bound
+        b = dict(bytes_per_token=wb, bytes_method="files as stored (no config.json)")
+    else:
+        from .roofline import bytes_per_token
+
+        b = bytes_per_token(roof["backend"], roof.get("root"), roof.get("artifact"), roof["adapter"], roof["shape"],
+                            wb, roof["context"])
+    bw = roof["gbps"] * 1e9
+    n = b["bytes_per_token"]
+    out = dict(weight_bytes_per_token=n, **{k: v for k, v in b.items() if k != "bytes_per_token"},
+               roofline_tps=bw / n, achieved_gbps=dec_tps * n / 1e9, roofline_fraction=dec_tps * n / bw)
+    llc = roof.get("llc")
+    if llc and n < llc:  # served from the CPU caches: a DRAM roofline says nothing
+        out.update(roofline_fraction=None, roofline_note=f"{n / 2**20:.1f} MiB a token fits the {llc / 2**20:.0f} MiB "
+                   "last-level cache: no DRAM roofline")
+    elif out["roofline_fraction"] > 1:
+        out.update(roofline_note="above the read roof: bytes per token undercounted or partly cache-resident")
+    return out
+
+
+def _runner_rows(base: dict, res: dict, plan: dict, weight_bytes: dict[str, int | None], roof: dict | None) -> list[dict]:
     rows: list[dict] = []
 
     def row(metric: str, unit: str, **kw) -> None:
@@ -62,22 +86,35 @@ def _runner_rows(base: dict, res: dict, plan: dict, weight_bytes: dict[str, int 
             row("ttft_ms", "ms", **_timing(s, 1e3), **extra)
             row("prefill_tps", "tok/s", **_timing(s, work=n), **extra)
         dec = _timing(a["decode"], work=plan["decode_tokens"])
-        wb = weight_bytes.get(name)
-        roof = dict(weight_bytes_per_token=wb, roofline_tps=bw_gbps * 1e9 / wb, roofline_fraction=dec["value"] * wb / (bw_gbps * 1e9),
-                    achieved_gbps=dec["value"] * wb / 1e9) if wb else {}
+        ctx = plan["decode_prompt_len"] + plan["decode_tokens"] / 2
+        fields = _roof(dec["value"], weight_bytes.get(name), roof and dict(roof, adapter=name, context=ctx))
         row("decode_tps", "tok/s", **dec, prompt_len=plan["decode_prompt_len"], decode_tokens=plan["decode_tokens"],
-            **roof, **at)
+            **fields, **at)
     if "switch" in res:
         sw = res["switch"]
         row("switch_ms", "ms", **_timing(sw["call"], 1e3), adapter="a-b-a")
-        row("switch_effective_ms", "ms", value=(sw["call_plus_step"]["median"] - sw["steady_step"]["median"]) * 1e3,
-            adapter="a-b-a", note="set_adapter + first step after it, minus a steady step")
+        if "switch_cost" in sw:
+            row("switch_effective_ms", "ms", **_timing(sw["switch_cost"], 1e3), adapter="a-b-a",
+                first_step_ms=sw["first_step"]["median"] * 1e3, steady_step_ms=sw["steady_step"]["median"] * 1e3,
+                note="per round: set_adapter + (first 1-token step after it - a steady step in the same round, "
+                     "at least 0); median")
+        else:  # a bench.json from before memlora-bench/2
+            row("switch_effective_ms", "ms", value=(sw["call_plus_step"]["median"] - sw["steady_step"]["median"]) * 1e3,
+                adapter="a-b-a", note="set_adapter + first step after it, minus a steady step")
     return rows
 
 
-def build_rows(results: list[dict], reference: dict, manifest: dict, bw_gbps: float) -> list[dict]:
-    """All rows: PyTorch eager first, then each artifact; ratios and external-vs-fused overhead last."""
+def build_rows(results: list[dict], reference: dict, manifest: dict, bw_gbps: float, *, shape: dict | None = None,
+               root=None, llc: int | None = None) -> list[dict]:
+    """All rows: PyTorch eager first, then each artifact; ratios and external-vs-fused overhead last.
+
+    ``shape`` (:func:`memlora.bench.roofline.model_shape`), ``root`` (the bundle) and ``llc`` (the
+    last-level cache) make the roofline count bytes actually read; without them it uses file bytes."""
     rows: list[dict] = []
+
+    def roof(backend: str, artifact: dict | None = None) -> dict:
+        return dict(gbps=bw_gbps, shape=shape, llc=llc, backend=backend, root=root, artifact=artifact)
+
     ref_base = dict(runner="pytorch/eager/none", backend="pytorch", adapter_mode="eager", quant="none", adapter=None,
                     status="ok", parity=None)
     ref = reference["run"]
@@ -85,7 +122,7 @@ def build_rows(results: list[dict], reference: dict, manifest: dict, bw_gbps: fl
         rows.append(dict(ref_base, metric="run", status="error", reason=ref["error"]))
     else:
         wb = {n: ref["weight_bytes"] for n in ref["adapters"]}
-        rows += _runner_rows(ref_base, ref, reference["plan"], wb, bw_gbps)
+        rows += _runner_rows(ref_base, ref, reference["plan"], wb, roof("pytorch"))
     for item in results:
         art = item["artifact"]
         base = dict(runner=f"{art['backend']}/{art['adapter_mode']}/{art['quant']}", backend=art["backend"],
@@ -99,7 +136,7 @@ def build_rows(results: list[dict], reference: dict, manifest: dict, bw_gbps: fl
             status = "unavailable" if "unavailable" in item else "error"
             rows.append(dict(base, metric="run", status=status, reason=item.get("unavailable") or run["error"]))
             continue
-        rows += _runner_rows(base, run, item["plan"], {a: shared + b for a, b in own.items()}, bw_gbps)
+        rows += _runner_rows(base, run, item["plan"], {a: shared + b for a, b in own.items()}, roof(art["backend"], art))
         res = item.get("resident")
         if res:
             ok = "error" not in res
@@ -156,14 +193,22 @@ def summarize(rows: list[dict]) -> dict:
     """The goal figures: best export vs eager per quant, roofline, external overhead, switching, memory."""
     ok = [r for r in rows if r["status"] == "ok" and r.get("value") is not None]
     decode = _pick(ok, "decode_tps")
-    eager = _med(decode.get("pytorch/eager/none", []))
+    eager_rows = decode.get("pytorch/eager/none", [])
+    eager = {r["adapter"]: r["value"] for r in eager_rows}
     best: dict = {}
     for runner, rs in decode.items():
         quant = rs[0]["quant"]
         if rs[0]["backend"] == "pytorch" or (quant in best and best[quant]["decode_tps"] >= _med(rs)):
             continue
-        best[quant] = dict(runner=runner, decode_tps=_med(rs), eager_tps=eager, ratio=_med(rs) / eager if eager else None,
-                           roofline_fraction=_med(rs, "roofline_fraction"), achieved_gbps=_med(rs, "achieved_gbps"))
+        # Like with like: each adapter against eager on the same adapter, then the median ratio.
+        per = {r["adapter"]: dict(tps=r["value"], eager_tps=eager.get(r["adapter"]), ratio=r.get("vs_pytorch"))
+               for r in rs}
+        best[quant] = dict(runner=runner, decode_tps=_med(rs), eager_tps=_med(eager_rows), ratio=_med(rs, "vs_pytorch"),
+                           per_adapter=per, roofline_fraction=_med(rs, "roofline_fraction"),
+                           achieved_gbps=_med(rs, "achieved_gbps"))
+    spread = None
+    if len(eager) > 1 and min(eager.values()) > 0:
+        spread = dict(max_over_min=max(eager.values()) / min(eager.values()), per_adapter=eager)
     t = TARGETS
     overhead = {k: dict(mean=statistics.mean(r["value"] for r in rs), per_adapter={r["adapter"]: r["value"] for r in rs},
                         target=t["external_overhead"]) for k, rs in _pick(ok, "decode_overhead_vs_fused").items()}
@@ -177,7 +222,7 @@ def summarize(rows: list[dict]) -> dict:
     for v in switch.values():
         v["met"] = None if v.get("target") is None else max(v["call_ms"], v.get("effective_ms") or 0) <= v["target"]
     skipped = {r["runner"]: f"{r['status']}: {r.get('reason')}" for r in rows if r["metric"] == "run"}
-    return dict(decode_vs_eager=best, external_overhead=overhead, switch=switch, memory=_memory(ok),
+    return dict(decode_vs_eager=best, eager_decode_spread=spread, external_overhead=overhead, switch=switch, memory=_memory(ok),
                 not_measured=skipped)
 
 

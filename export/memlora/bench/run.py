@@ -23,7 +23,7 @@ from ..core.bundle import MANIFEST, read_manifest
 from ..core.errors import MemloraError
 from .job import BenchJob
 
-SCHEMA = "memlora-bench/1"
+SCHEMA = "memlora-bench/2"
 
 
 @dataclass
@@ -74,30 +74,98 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
             (or of the bundle's). resident: also peak RSS with every fused model resident at once.
         export_parity: check parity when exporting a model target. log: called with one line a step.
     """
-    from . import env as bench_env
-    from . import rows as bench_rows
-
     say = log or (lambda _msg: None)
     if prompt_lens is None or not list(prompt_lens) or min(prompt_lens) < 1 or decode_tokens < 1 or repeats < 1:
         raise MemloraError("prompt lengths, decode tokens and repeats must be positive", fix="e.g. --prompt-lens 64,256")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    bundle, manifest = check_inputs(target, out_dir, backends=backends, adapters=adapters,
+                                    adapter_modes=adapter_modes, quants=quants)  # before any expensive work
     if not threads:  # explicit for every runtime, so eager and exports get the same cores
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load + threads > usable + 0.5:  # OpenMP barriers wait for descheduled threads: eager suffers most
+        say(f"warning: load average {load:.1f} on {usable} CPUs with {threads} thread(s) per runner: timings will "
+            "be noisy (an OpenMP runtime waits at every barrier for a thread that is not running); "
+            "--threads 1 on a busy machine")
+    made_out = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(target, bundle, manifest, out_dir, prompt_lens=prompt_lens, decode_tokens=decode_tokens,
+                    repeats=repeats, warmup=warmup, threads=threads, backends=backends, adapters=adapters,
+                    adapter_modes=adapter_modes, quants=quants, switch_repeats=switch_repeats, resident=resident,
+                    bandwidth_mb=bandwidth_mb, export_parity=export_parity, plots=plots, timeout_s=timeout_s, say=say)
+    except BaseException:
+        if made_out and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # nothing half-written left behind
+        raise
+
+
+def check_inputs(target: str | Path, out_dir: Path, *, backends=None, adapters=None, adapter_modes=None,
+                 quants=None) -> tuple[Path | None, dict | None]:
+    """Every check that needs no runtime: the target, ``out_dir`` and the filters. Returns the
+    bundle and its manifest, or (None, None) for a model folder / preset (exported first)."""
+    from ..core.config import AdapterMode, Quant
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MemloraError("--out is a file, not a folder", out_dir, "pass a folder (it is created if missing)")
+    names = exportable()
+    bad = [b for b in backends or [] if b not in names]
+    if bad:
+        raise MemloraError(f"unknown backend {', '.join(bad)}", fix=f"use one of: {', '.join(names)}")
+    for flag, given, choices in (("--adapter-mode", adapter_modes, [m.value for m in AdapterMode]),
+                                 ("--quant", quants, [q.value for q in Quant])):
+        bad = [v for v in given or [] if v not in choices]
+        if bad:
+            raise MemloraError(f"unknown {flag} {', '.join(bad)}", fix=f"use one of: {', '.join(choices)}")
+    path = Path(target)
+    if (path / MANIFEST).is_file():
+        manifest = read_manifest(path)
+        have = [a["name"] for a in manifest["adapters"]]
+        bad = [a for a in adapters or [] if a not in have]
+        if bad:
+            raise MemloraError(f"unknown adapter {', '.join(bad)}", path, f"adapters here: {', '.join(have)}")
+        picked = [a for a in manifest["artifacts"] if all(not want or a[k] in want for k, want in
+                  (("backend", backends), ("adapter_mode", adapter_modes), ("quant", quants)))]
+        if not picked:
+            here = ", ".join(f"{a['backend']}/{a['adapter_mode']}/{a['quant']}" for a in manifest["artifacts"])
+            raise MemloraError("no artifact of the bundle matches --backend/--adapter-mode/--quant", path,
+                               f"artifacts here: {here or 'none'}")
+        return path, manifest
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise MemloraError("neither a bundle (no manifest.json) nor a model folder (no config.json)", path,
+                               "pass a folder written by memlora export, a Hugging Face model folder or a "
+                               "preset name (memlora presets)")
+    elif path.exists() or os.sep in str(target) or str(target).startswith("."):
+        raise MemloraError("not a bundle folder, model folder or preset", path,
+                           "pass a folder written by memlora export, a model folder or a preset name")
+    else:
+        from ..sources.presets import get_preset
+
+        get_preset(str(target))  # unknown name: one line listing the presets
+    return None, None
+
+
+def _run(target, bundle, manifest, out_dir: Path, *, prompt_lens, decode_tokens, repeats, warmup, threads,
+         backends, adapters, adapter_modes, quants, switch_repeats, resident, bandwidth_mb, export_parity, plots,
+         timeout_s, say) -> BenchResult:
+    from . import env as bench_env
+    from . import rows as bench_rows
+
     with tempfile.TemporaryDirectory(prefix="memlora-bench-") as work:
-        bundle = Path(target)
-        if not (bundle / MANIFEST).is_file():
+        if bundle is None:
             bundle = _export(str(target), Path(work) / "bundle", backends, adapter_modes or ("external", "fused"),
                              quants or ("none", "int8", "int4"), export_parity, say)
-        manifest = read_manifest(bundle)
+            manifest = read_manifest(bundle)
         settings = dict(target=str(target), bundle=str(bundle), prompt_lens=list(prompt_lens),
                         decode_tokens=decode_tokens, repeats=repeats, warmup=warmup, threads=threads,
                         switch_repeats=switch_repeats, **{k: list(v) if v else None for k, v in (
                             ("backends", backends), ("adapter_modes", adapter_modes), ("quants", quants))})
-        say(f"memory bandwidth ({bandwidth_mb} MiB copy)")
+        say(f"memory read bandwidth ({bandwidth_mb} MiB, {threads} threads)")
         doc = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": bench_env.machine(), "versions": bench_env.versions(), "settings": settings,
-               "bandwidth": bench_env.memory_bandwidth(bandwidth_mb), "model": manifest["model"]}
+               "bandwidth": bench_env.memory_bandwidth(bandwidth_mb, threads=threads), "model": manifest["model"]}
         base_job = _base_job(manifest, bundle, adapters, backends, decode_tokens=decode_tokens, repeats=repeats,
                              warmup=warmup, switch_repeats=switch_repeats, threads=threads)
         plans = [_plan(a, prompt_lens, decode_tokens) for a in manifest["artifacts"]
@@ -110,7 +178,15 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
         doc["model_name"] = json.loads(preset_file.read_text())["preset"] if preset_file.is_file() else None
         reference = dict(plan=ref.plan(), run=_spawn(ref, timeout_s))
         doc["machine"]["loadavg_end"] = bench_env.machine()["loadavg"]
-    doc["rows"] = bench_rows.build_rows(results, reference, manifest, doc["bandwidth"]["gbps"])
+        config_file = Path(ref.model_dir) / "config.json"
+        shape = None
+        if config_file.is_file():
+            from .roofline import model_shape
+
+            shape = model_shape(json.loads(config_file.read_text()))
+        doc["model"] = dict(doc["model"], shape=shape)
+        doc["rows"] = bench_rows.build_rows(results, reference, manifest, doc["bandwidth"]["gbps"], shape=shape,
+                                            root=bundle, llc=doc["machine"].get("last_level_cache_bytes"))
     doc["summary"] = bench_rows.summarize(doc["rows"])
     return _write(doc, out_dir, plots)
 
@@ -195,7 +271,11 @@ def _spawn(job: BenchJob | dict, timeout_s: float) -> dict:
     import memlora
 
     job = job if isinstance(job, BenchJob) else BenchJob.from_json(job)
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(job.threads))
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(job.threads or 1))
+    if job.artifact and job.artifact.get("backend") == "executorch":
+        # XNNPACK runs on its own pool (sized to job.threads by the runner); a second OpenMP pool
+        # of the same size (custom_sdpa, portable ops) only spins beside it on the same cores.
+        env["OMP_NUM_THREADS"] = "1"
     pkg_root = str(Path(memlora.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
     t0 = time.perf_counter()

@@ -105,19 +105,16 @@ def _time_adapter(runner, job: BenchJob) -> dict:
 
 
 def _time_switch(runner, a: str, b: str, job: BenchJob) -> dict:
-    """a-b-a switching: the ``set_adapter`` call, and the call plus the first step after it
-    (a runtime may bind adapter weights lazily on the next run), against a steady step."""
+    """a-b-a switching: the ``set_adapter`` call, the first 1-token step after it (a runtime may
+    bind adapter weights lazily on the next run) and, in the same round, a second step on the
+    same adapter (steady). ``switch_cost`` per round is the call plus what the first step took
+    beyond the steady one (never below the call: a first step faster than the steady one is noise)."""
     token = _prompt(job, 1)
     runner.set_adapter(a)
     for _ in range(job.warmup + 1):
-        runner.prefill(token)
-    steady = []
-    for _ in range(max(3, job.switch_repeats)):
         runner.reset()
-        t0 = time.perf_counter()
         runner.prefill(token)
-        steady.append(time.perf_counter() - t0)
-    calls, with_step = [], []
+    calls, first, steady, cost = [], [], [], []
     for _ in range(job.switch_repeats):
         for name in (b, a):
             t0 = time.perf_counter()
@@ -125,9 +122,16 @@ def _time_switch(runner, a: str, b: str, job: BenchJob) -> dict:
             t1 = time.perf_counter()
             runner.prefill(token)
             t2 = time.perf_counter()
+            runner.reset()
+            t3 = time.perf_counter()
+            runner.prefill(token)
+            t4 = time.perf_counter()
             calls.append(t1 - t0)
-            with_step.append(t2 - t0)
-    return {"call": stats(calls), "call_plus_step": stats(with_step), "steady_step": stats(steady)}
+            first.append(t2 - t1)
+            steady.append(t4 - t3)
+            cost.append((t1 - t0) + max(0.0, (t2 - t1) - (t4 - t3)))
+    return {"call": stats(calls), "first_step": stats(first), "steady_step": stats(steady),
+            "switch_cost": stats(cost)}
 
 
 def run_job(job: BenchJob) -> dict:
@@ -149,7 +153,8 @@ def run_job(job: BenchJob) -> dict:
         for name in job.adapters:
             t0 = time.perf_counter()
             runner.set_adapter(name)
-            result["adapters"][name] = dict(_time_adapter(runner, job), set_adapter_s=time.perf_counter() - t0)
+            set_s = time.perf_counter() - t0  # the call only, not the timing that follows
+            result["adapters"][name] = dict(_time_adapter(runner, job), set_adapter_s=set_s)
         pair = [a for a in job.switch_pair or job.adapters[:2] if a in runner.adapters]
         if len(pair) == 2 and job.switch_repeats > 0:  # a runner without both (fused, one adapter): none
             result["switch"] = _time_switch(runner, pair[0], pair[1], job)

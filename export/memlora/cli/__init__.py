@@ -9,6 +9,9 @@ from . import export  # noqa: F401,I001  (each registers its verbs on app, in --
 from . import bench  # noqa: F401,I001
 from . import memory  # noqa: F401,I001
 from .app import app
+from ..distill.cli import register as _register_distill
+
+_register_distill(app)  # teacher locomo, distill
 from .export import summary_table  # noqa: F401  (re-exported)
 from .memory import locomo_tables  # noqa: F401  (re-exported)
 
@@ -17,11 +20,11 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Console-script entry point."""
-    import warnings
+    from ..core.console import quiet_third_party
 
-    # torch.export and its dependencies emit FutureWarnings about their own internals on every
-    # export; they say nothing to a memlora user and bury the summary table.
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    # Before any library is imported: torch, torchao, coremltools and transformers log, warn and
+    # draw progress bars about their own internals, burying memlora's lines (``--verbose`` shows them).
+    quiet_third_party("--verbose" in sys.argv[1:])
     app()
 
 

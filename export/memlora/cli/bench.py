@@ -1,6 +1,7 @@
 """``memlora bench``: the benchmark verb."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -49,7 +50,8 @@ def bench(
     grid = Table(*cols, title=f"memlora bench ({result.doc['machine']['cpu']}, {result.doc['settings']['threads']} threads)")
     for row in cells:
         grid.add_row(*row)
-    Console().print(grid)
+    # Piped output (a CI log, `| tee`) is not cut to rich's 80-column default.
+    Console(width=None if sys.stdout.isatty() else 250).print(grid)
     for runner, why in result.summary["not_measured"].items():
         console.print(f"[yellow]not measured[/yellow] {runner}: {why}", highlight=False)
     typer.echo(f"wrote {result.json_path}, {result.md_path} (full table)" + "".join(f", {p}" for p in result.plots))

@@ -59,6 +59,20 @@ def export(
         console.print(f"[red]parity failed[/red] for {', '.join(_key(a) for a in failed)}; "
                       f"bundle kept at {out} for inspection")
         raise typer.Exit(1)
+    typer.echo(next_steps(manifest, out))
+
+
+def next_steps(manifest: dict, out: Path) -> str:
+    """The closing lines: where the bundle is and what to run next (with the random-weights caveat)."""
+    backend = manifest["artifacts"][0]["backend"] if manifest.get("artifacts") else "onnx"
+    random = "preset" in (manifest.get("model", {}).get("source") or {})
+    chat = f"memlora chat {out} --backend {backend}" + (" --raw-fallback" if random else "")
+    lines = [f"bundle written to {out}",
+             f"next: {chat}   |   memlora parity {out}   |   memlora bench {out} --out {out.name}-bench"]
+    if random:
+        lines.append("note: this preset has random weights: answers are noise and no extracted fact parses, so "
+                     "chat stores nothing unless --raw-fallback stores each line verbatim")
+    return "\n".join(lines)
 
 
 @app.command()
@@ -84,16 +98,27 @@ def parity(bundle: Path = typer.Argument(..., help="Bundle folder written by mem
 
 @app.command()
 def preset(name: str = typer.Argument(..., help="Preset name (see `memlora presets`)."),
-           out: Path = typer.Argument(..., help="Folder to write model/ and adapters/ into.")) -> None:
-    """Write a built-in seeded preset: a real HF model folder and its PEFT adapters (three; four
-    with vqa for a vision-language preset, plus bad_adapters/ for the error path)."""
+           out: Path = typer.Argument(..., help="Folder to write model/ and adapters/ into."),
+           data: Optional[Path] = typer.Option(None, "--data", help="Distilled presets: the LoCoMo file their "
+                                                                   "adapters are trained from (read, never copied)."),
+           quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
+    """Write a built-in seeded preset: a real HF model folder and its PEFT adapters (distilled presets
+    train theirs from LoCoMo first; vision-language presets bring four, vqa included, plus bad_adapters/)."""
+    from ..distill.preset import DISTILLED_PRESETS, write_distilled_preset
     from ..sources.presets import write_preset
     from ..vision.presets import VISION_PRESETS, write_vision_preset
 
     try:
         if out.exists() and any(out.iterdir()):
             raise MemloraError("output folder exists and is not empty", out, "choose another folder")
-        model_dir, adapters = (write_vision_preset if name in VISION_PRESETS else write_preset)(name, out)
+        if name in DISTILLED_PRESETS:
+            if data is None:
+                raise MemloraError(f"preset {name} is trained from LoCoMo", fix="pass --data locomo10.zip")
+            model_dir, adapters, _ = write_distilled_preset(name, out, data, show_progress=not quiet)
+        elif name in VISION_PRESETS:
+            model_dir, adapters = write_vision_preset(name, out)
+        else:
+            model_dir, adapters = write_preset(name, out)
     except MemloraError as e:
         _fail(e)
     typer.echo(f"model: {model_dir}")
@@ -104,12 +129,15 @@ def preset(name: str = typer.Argument(..., help="Preset name (see `memlora prese
 @app.command()
 def presets() -> None:
     """List the built-in presets."""
+    from ..distill.preset import DISTILLED_PRESETS
     from ..sources.presets import PRESETS
     from ..vision.presets import VISION_PRESETS
 
     table = Table("preset", "family", "real size", "description")
     for p in [*PRESETS.values(), *VISION_PRESETS.values()]:
         table.add_row(p.name, p.model_type, "yes" if p.real_size else "", p.description)
+    for d in DISTILLED_PRESETS.values():
+        table.add_row(d.name, "qwen2", "", d.description)
     Console().print(table)
 
 
@@ -118,10 +146,18 @@ def backends() -> None:
     """Which backends can export and run on this machine, and why not."""
     from ..backends import availability
 
-    table = Table("backend", "status")
+    from ..backends import get_backend
+
+    table = Table("backend", "export", "run here")
     for name, reason in availability().items():
-        table.add_row(name, "[green]available[/green]" if reason is None else f"[yellow]{reason}[/yellow]")
-    Console().print(table)
+        if reason is not None:
+            table.add_row(name, f"[yellow]{reason}[/yellow]", "-")
+            continue
+        backend = get_backend(name)
+        why_not = backend.runnable()
+        run = "[green]yes[/green]" if why_not is None else f"[yellow]{why_not}[/yellow]"
+        table.add_row(name, "[green]yes[/green]" if backend.exports else "reference only", run)
+    _wide().print(table)
 
 
 def _key(a: dict) -> str:
@@ -137,7 +173,7 @@ def summary_table(manifest: dict, root: Path) -> Table:
     """One row per artifact and adapter: size on disk and the parity figures."""
     sizes = {f["path"]: f["bytes"] for f in manifest.get("files", [])}
     table = Table("artifact", "adapter", "MB", "max |diff|", "top-1", "KL", "neg. control", "parity",
-                  title=f"bundle {root}")
+                  title=f"{root}: parity against PyTorch", caption=_CAPTION, caption_justify="left")
     for a in manifest["artifacts"]:
         shared = sum(_bytes_of(sizes, p) for r, p in a["files"].items() if ":" not in r)
         parity = a.get("parity") or {}
@@ -152,5 +188,19 @@ def summary_table(manifest: dict, root: Path) -> Table:
                           f"{row['top1_agreement']:.0%}" if "top1_agreement" in row else "-",
                           f"{row['kl_mean']:.1e}" if "kl_mean" in row else "-",
                           f"{row['negative_control'].get('max_abs_diff', 0):.2g}" if row.get("negative_control") else "-",
-                          "-" if ok is None else ("[green]pass[/green]" if ok else "[red]FAIL[/red]"))
+                          _verdict(ok, a))
     return table
+
+
+_CAPTION = ("MB: the adapter's own file + the shared base (external mode). max |diff|, top-1, KL: the export vs "
+            "PyTorch eager with PEFT, teacher-forced over real prompts and greedy tokens. neg. control: max |diff| "
+            "of the reference under another adapter, which must be far above the tolerance (proves the check "
+            "can fail). MIL: Core ML checked by memlora's NumPy evaluator of the converted program (Core ML "
+            "predicts only on macOS).")
+
+
+def _verdict(ok: bool | None, artifact: dict) -> str:
+    if ok is None:
+        return "-"
+    mil = artifact.get("backend") == "coreml" and (artifact.get("meta") or {}).get("numerics") == "mil-numpy"
+    return ("[green]pass[/green]" if ok else "[red]FAIL[/red]") + (" (MIL)" if mil else "")

@@ -32,6 +32,7 @@ class Manifest:
     prompts: str | None = None
     conformance: str | None = None
     embedder: dict[str, Any] | None = None
+    exporter: dict[str, Any] | None = None  # package versions that wrote it (apps check their runtime's)
     files: list[dict[str, Any]] = field(default_factory=list)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
@@ -39,13 +40,13 @@ class Manifest:
 
     # Key order of manifest.json as earlier versions wrote it.
     _ORDER = ("memlora_version", "created", "model", "tokenizer", "adapters", "artifacts", "prompts",
-              "conformance", "embedder", "format", "format_version", "files")
+              "conformance", "embedder", "exporter", "format", "format_version", "files")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key in self._ORDER:
             value = getattr(self, key)
-            if value is None and key in ("prompts", "conformance", "embedder", "memlora_version", "created"):
+            if value is None and key in ("prompts", "conformance", "embedder", "exporter", "memlora_version", "created"):
                 continue
             out[key] = [a.to_json() for a in value] if key == "artifacts" else value
         return {**out, **self.extra}

@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
+
+from ..core.errors import MemloraError
 
 _SESSION = re.compile(r"^session_(\d+)$")
 ADVERSARIAL = 5
@@ -121,18 +124,33 @@ def _from_json(data: Any, name: str) -> Iterator[Conversation]:
 
 
 def iter_locomo(path: str | Path) -> Iterator[Conversation]:
-    """Yield conversations from a LoCoMo ``.zip`` or ``.json`` file, in file-name order."""
+    """Yield conversations from a LoCoMo ``.zip`` or ``.json`` file, in file-name order.
+
+    A file that is missing, not a zip, truncated, or holds invalid JSON or the wrong layout is a
+    :class:`~memlora.errors.MemloraError` naming it (the whole file is read before yielding).
+    """
     path = Path(path)
-    if path.suffix == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            names = sorted((n for n in zf.namelist() if n.endswith(".json")),
-                           key=lambda n: (len(n), n))
-            for n in names:
-                yield from _from_json(json.loads(zf.read(n)), PurePosixPath(n).stem)
-    elif path.suffix == ".json":
-        yield from _from_json(json.loads(path.read_text("utf-8")), path.stem)
-    else:
-        raise ValueError(f"{path}: expected a .zip or .json LoCoMo file")
+    fix = "pass locomo10.zip (or a LoCoMo .json) as distributed"
+    if path.suffix not in (".zip", ".json"):
+        raise MemloraError("expected a .zip or .json LoCoMo file", path, fix)
+    if not path.is_file():
+        raise MemloraError("LoCoMo file not found", path, fix)
+    try:
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as zf:
+                names = sorted((n for n in zf.namelist() if n.endswith(".json")), key=lambda n: (len(n), n))
+                if not names:
+                    raise MemloraError("the zip holds no .json file", path, fix)
+                convs = [c for n in names for c in _from_json(json.loads(zf.read(n)), PurePosixPath(n).stem)]
+        else:
+            convs = list(_from_json(json.loads(path.read_text("utf-8")), path.stem))
+    except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+        raise MemloraError(f"not a LoCoMo file: not a readable zip ({type(e).__name__}: {e})", path, fix) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MemloraError(f"not a LoCoMo file: invalid JSON ({type(e).__name__}: {str(e)[:120]})", path, fix) from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise MemloraError(f"not a LoCoMo file: not in its layout ({type(e).__name__}: {str(e)[:120]})", path, fix) from None
+    yield from convs
 
 
 def load_locomo(path: str | Path) -> list[Conversation]:

@@ -53,7 +53,7 @@ class CoreMLBackend(Backend):
     def runnable(self) -> str | None:
         """Apple's runtime predicts only on macOS (an emulator's speed is no figure)."""
         if platform.system() != "Darwin":
-            return "Core ML prediction needs macOS; coremltools refuses predict on Linux"
+            return "Core ML prediction needs macOS; here parity runs through memlora's NumPy MIL evaluator"
         return self.available()
 
     def prepare(self, job) -> None:

@@ -51,7 +51,21 @@ def _quiet_coremltools():
 def prepare(job: ExportJob) -> None:
     check_target(job.spec.coreml.deployment_target)
     job.meta.update(precision=job.spec.precision.value, deployment_target=job.spec.coreml.deployment_target,
-                    numerics=numerics_kind(), capacity=job.spec.max_seq_len, convert_seconds={})
+                    numerics=numerics_kind(), capacity=job.spec.max_seq_len, convert_seconds={},
+                    io=io_names(job.spec))
+
+
+def io_names(spec: ExportSpec) -> dict:
+    """The feature names of every exported function, for apps that drive the model themselves
+    (``manifest["artifacts"][i]["meta"]["io"]``; the iOS demo reads them instead of hard-coding):
+    ``input_ids`` and ``position_ids`` int32 ``[1, T]``, ``causal_mask`` float32 ``[1, 1, T, E]``
+    (0 where a query may attend, -inf elsewhere; ``E`` = cached + new tokens), ``logits`` float32
+    ``[1, T, vocab]``, and the KV-cache states (fp32 exports split each into hi/lo fp16 parts)."""
+    from ...tasks.coreml_decoder import SPLIT_STATE_NAMES, STATE_NAMES
+
+    states = SPLIT_STATE_NAMES if spec.precision is Precision.FP32 else STATE_NAMES
+    return {"input_ids": "input_ids", "position_ids": "position_ids", "causal_mask": "causal_mask",
+            "logits": "logits", "states": list(states), "mask": "additive"}
 
 
 def _convert(job: ExportJob, name: str, adapter, path: Path) -> None:

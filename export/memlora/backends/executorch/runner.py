@@ -6,9 +6,14 @@ from pathlib import Path
 import numpy as np
 
 from ...core.artifact import Artifact
+from ...core.console import native_stderr_captured
 from ...core.errors import MemloraError
 from ..runner_base import ArtifactRunner
 from . import FOUNDATION
+
+# XNNPACK's cpuinfo prints five lines to fd 2 on the process's first forward (into a streamed chat
+# answer); that call, and program loads, run with native stderr held (shown with --verbose).
+_first_forward_done = [False]
 
 
 def _import_runtime():
@@ -49,7 +54,8 @@ class ExecuTorchRunner(ArtifactRunner):
         pte = self.file(self.model_role(name))
         self._module = None  # free the previous program first
         kwargs = {"data_path": str(self._data)} if self._data is not None else {}
-        self._module = self._rt._load_for_executorch(str(pte), **kwargs)
+        with native_stderr_captured():
+            self._module = self._rt._load_for_executorch(str(pte), **kwargs)
         self._module_key = name
 
     def _forward(self, ids: list[int]) -> np.ndarray:
@@ -60,7 +66,13 @@ class ExecuTorchRunner(ArtifactRunner):
         rows, pos = [], self.pos
         for i in range(0, len(ids), chunk):
             part = ids[i:i + chunk]
-            out = self._module.forward([torch.tensor([part], dtype=torch.long), torch.tensor([pos], dtype=torch.long)])
+            args = [torch.tensor([part], dtype=torch.long), torch.tensor([pos], dtype=torch.long)]
+            if _first_forward_done[0]:
+                out = self._module.forward(args)
+            else:
+                with native_stderr_captured():
+                    out = self._module.forward(args)
+                _first_forward_done[0] = True
             rows.append(out[0][0].float().numpy())
             pos += len(part)
         return np.concatenate(rows, axis=0)

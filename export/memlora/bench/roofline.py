@@ -1,0 +1,110 @@
+"""Bytes a decode step actually reads, for the roofline: decode tok/s <= read bandwidth / bytes.
+
+Per decoded token a model reads the weights of every matmul in full (the LM head included: a
+tied table is read in full *as the head*), ONE row of each embedding table (a gather), and the
+KV cache up to the current position. Stored files overstate this wherever an embedding table
+is only gathered (an untied table; ExecuTorch's fp32 ``nn.Embedding`` beside a quantized or
+delegated head), so the table is taken out and one row put back:
+
+- ONNX: the graph says it. An initializer read only as the data of ``Gather`` /
+  ``GatherBlockQuantized`` (and its scales / zero points there) counts one row; every other
+  initializer counts in full (a tied table that also feeds the head through a Transpose does).
+- ExecuTorch: the embedding stays an fp32 ``nn.Embedding`` (torchao quantizes only linears), so
+  with a quantized (or untied) head it is a second, gather-only copy: ``vocab x hidden x 4``
+  bytes are taken out. A tied fp32 export stores the table once (its foundation.ptd is the size
+  of the ONNX base), read in full as the head: nothing is taken out.
+- PyTorch eager: the parameters (tied counted once), less the table when untied.
+
+KV bytes are fp32 K and V of every layer at the mean decode position (prompt + tokens / 2).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+GATHERS = {"Gather", "GatherBlockQuantized"}
+
+
+def model_shape(config: dict) -> dict:
+    """The sizes the count needs, from a Hugging Face config.json."""
+    h, heads = config["hidden_size"], config["num_attention_heads"]
+    return dict(hidden=h, layers=config["num_hidden_layers"], vocab=config["vocab_size"],
+                kv_heads=config.get("num_key_value_heads") or heads,
+                head_dim=config.get("head_dim") or h // heads,
+                tied=bool(config.get("tie_word_embeddings", True)))
+
+
+def kv_bytes(shape: dict, length: float, dtype_bytes: int = 4) -> int:
+    """K and V of every layer for ``length`` positions."""
+    return int(shape["layers"] * 2 * shape["kv_heads"] * shape["head_dim"] * length * dtype_bytes)
+
+
+@lru_cache(maxsize=64)
+def onnx_gathered(path: str) -> tuple[int, int]:
+    """(bytes of initializers an ONNX graph only gathers from, bytes of one row of each)."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    graphs, users = [model.graph], {}
+    while graphs:
+        g = graphs.pop()
+        for node in g.node:
+            for i, name in enumerate(node.input):
+                users.setdefault(name, []).append((node.op_type, i))
+            graphs += [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+    table, rows = 0, 0
+    for init in model.graph.initializer:
+        uses = users.get(init.name, [])
+        if not uses or not all(op in GATHERS and i != 1 for op, i in uses) or not init.dims:
+            continue  # read in full by something else (or index inputs)
+        n = _init_bytes(init)
+        table += n
+        rows += n // max(1, init.dims[0])
+    return table, rows
+
+
+def _init_bytes(init) -> int:
+    import numpy as np
+    import onnx
+
+    for kv in init.external_data:
+        if kv.key == "length":
+            return int(kv.value)
+    if init.raw_data:
+        return len(init.raw_data)
+    count = int(np.prod(init.dims)) if init.dims else 1
+    try:
+        item = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+    except Exception:  # noqa: BLE001 - an exotic dtype (int4 packed): assume a byte
+        item = 1
+    return count * item
+
+
+def gathered(backend: str, root: Path | None, artifact: dict | None, adapter: str, shape: dict,
+             weight_bytes: int) -> tuple[int, int, str]:
+    """(table bytes stored but only gathered, the rows read of them, how it was found)."""
+    table, row = shape["vocab"] * shape["hidden"] * 4, shape["hidden"] * 4
+    if backend == "pytorch":
+        return (0, row, "parameters; tied table read in full as the head") if shape["tied"] else \
+            (table, row, "parameters less the untied table")
+    if backend == "onnx" and root is not None:
+        files = [rel for role, rel in artifact["files"].items() if rel.endswith(".onnx")
+                 and (":" not in role or role.split(":", 1)[1] == adapter)]
+        got = [onnx_gathered(str(Path(root) / rel)) for rel in files if (Path(root) / rel).is_file()]
+        return sum(t for t, _ in got), sum(r for _, r in got) or row, "onnx graph: gather-only initializers"
+    quantized = (artifact or {}).get("quant", "none") != "none"
+    if backend == "executorch" and weight_bytes > table and (quantized or not shape["tied"]):
+        return table, row, "fp32 embedding table beside the quantized / untied head"
+    if backend == "executorch":
+        return 0, row, "fp32 tied: one table copy (measured: foundation.ptd ~ ONNX base), read in full as the head"
+    return 0, row, "files as stored"
+
+
+def bytes_per_token(backend: str, root, artifact, adapter: str, shape: dict, weight_bytes: int,
+                    context: float) -> dict:
+    """The roofline's bytes for one decoded token at ``context`` positions, and their parts."""
+    table, rows, method = gathered(backend, root, artifact, adapter, shape, weight_bytes)
+    matmul = weight_bytes - table
+    kv = kv_bytes(shape, context)
+    return dict(bytes_per_token=matmul + rows + kv, matmul_bytes=matmul, table_row_bytes=rows, kv_bytes=kv,
+                gathered_table_bytes=table, bytes_method=method)
