@@ -162,6 +162,8 @@ def test_family_registry():
     from memlora.core.families import FAMILIES, get_family
 
     assert set(FAMILIES) == {"llama", "qwen2", "qwen3", "gemma2", "gemma3_text"}
-    assert get_family("gemma3") is FAMILIES["gemma3_text"]
+    # model_type "gemma3" is the Gemma-3 vision-language model (memlora.vision), not the text family
+    with pytest.raises(MemloraError, match="'gemma3' is a vision-language model"):
+        get_family("gemma3")
     with pytest.raises(MemloraError, match="'gpt2' is not a supported family"):
         get_family("gpt2")

@@ -93,7 +93,7 @@ def run_chat(session, store, options: ChatOptions, read: Callable[[str], str] = 
 def quiet_loop_logs():
     """Silence the loop's per-call parse warnings (a CLI counts them instead); returns a function
     that restores the level, so an in-process caller (tests) gets its logging back."""
-    logger = logging.getLogger("memlora.memory")
+    logger = logging.getLogger("memlora.memory.loop")  # engine warnings (a truncated prompt) still show
     old = logger.level
     logger.setLevel(logging.ERROR)
     return lambda: logger.setLevel(old)

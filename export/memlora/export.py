@@ -68,6 +68,10 @@ def prompt_ids(tokenizer_file: Path, prompts=DEFAULT_PROMPTS) -> list[list[int]]
 
 def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
     """Export, check parity, write the bundle atomically; return the manifest."""
+    from .vision.export import is_vision_source, run_vision_export
+
+    if is_vision_source(opts.model):  # an SVLM: three graphs per artifact (memlora.vision)
+        return run_vision_export(opts, show_progress)
     specs = opts.specs()  # validates enums and ranges before anything heavy
     if opts.embedder:
         check_embedder_arg(opts.embedder)

@@ -18,6 +18,10 @@ def recheck_bundle(bundle: Path, n_tokens: int | None = None) -> dict:
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
     file_failures = verify_files(bundle, manifest)
+    if manifest["model"].get("kind") == "vision-language":
+        from .vision.export import recheck_vision_bundle
+
+        return recheck_vision_bundle(bundle, manifest, file_failures, n_tokens)
     reference = reference_from_manifest(manifest)
     try:
         ids = prompt_ids(bundle / manifest["tokenizer"])

@@ -8,6 +8,8 @@
   external/fused loop, times it and builds the :class:`Artifact`.
 * ``load(artifact, root, *, threads=None, max_seq_len=None) -> Runner``: open an export for inference;
   runners derive from :class:`~memlora.backends.runner_base.RunnerBase`.
+* ``vision()``: the backend's vision-language module (``vision_module``: ``export(task, spec, out)``
+  and ``load(artifact, root)`` for the three SVLM graphs of ``memlora.vision``).
 
 Task logic (loading a model, wrapping it with a KV cache, LoRA) lives in ``memlora.tasks``; a
 backend only lowers what it is given. A backend package's ``__init__`` imports no runtime and no
@@ -46,6 +48,17 @@ class Backend:
     #: modules this backend needs, and the pip extra that installs them.
     requires: tuple[str, ...] = ()
     extra: str | None = None
+
+    #: the module with this backend's vision-language side (``export``, ``load``, and optionally
+    #: ``check_supported`` / ``encoder_parity``), see ``memlora.vision``; None: text only.
+    vision_module: str | None = None
+
+    def vision(self):
+        """The SVLM export/run module of this backend, or the one-line error saying it has none."""
+        if not self.vision_module:
+            raise MemloraError(f"backend {self.name.value} does not export vision-language models",
+                               fix="use --backend onnx, executorch or coreml for an SVLM")
+        return importlib.import_module(self.vision_module)
 
     def available(self) -> str | None:
         """``None`` when this backend works here, else the reason (a missing package)."""

@@ -134,9 +134,11 @@ def preset(name: str = typer.Argument(..., help="Preset name (see `memlora prese
            data: Optional[Path] = typer.Option(None, "--data", help="Distilled presets: the LoCoMo file their "
                                                                    "adapters are trained from (read, never copied)."),
            quiet: bool = typer.Option(False, help="No progress bars.")) -> None:
-    """Write a built-in seeded preset: a real HF model folder and its PEFT adapters (distilled presets train theirs from LoCoMo first)."""
+    """Write a built-in seeded preset: a real HF model folder and its PEFT adapters (distilled presets
+    train theirs from LoCoMo first; vision-language presets bring four, vqa included, plus bad_adapters/)."""
     from ..distill.preset import DISTILLED_PRESETS, write_distilled_preset
     from ..sources.presets import write_preset
+    from ..vision.presets import VISION_PRESETS, write_vision_preset
 
     try:
         if out.exists() and any(out.iterdir()):
@@ -145,6 +147,8 @@ def preset(name: str = typer.Argument(..., help="Preset name (see `memlora prese
             if data is None:
                 raise MemloraError(f"preset {name} is trained from LoCoMo", fix="pass --data locomo10.zip")
             model_dir, adapters, _ = write_distilled_preset(name, out, data, show_progress=not quiet)
+        elif name in VISION_PRESETS:
+            model_dir, adapters = write_vision_preset(name, out)
         else:
             model_dir, adapters = write_preset(name, out)
     except MemloraError as e:
@@ -159,9 +163,10 @@ def presets() -> None:
     """List the built-in presets."""
     from ..distill.preset import DISTILLED_PRESETS
     from ..sources.presets import PRESETS
+    from ..vision.presets import VISION_PRESETS
 
     table = Table("preset", "family", "real size", "description")
-    for p in PRESETS.values():
+    for p in [*PRESETS.values(), *VISION_PRESETS.values()]:
         table.add_row(p.name, p.model_type, "yes" if p.real_size else "", p.description)
     for d in DISTILLED_PRESETS.values():
         table.add_row(d.name, "qwen2", "", d.description)

@@ -52,8 +52,9 @@ FAMILIES: dict[str, Family] = {
                           notes="text-only Gemma3; local/global attention layers"),
 }
 
-# Synonyms users type for the same family.
-ALIASES = {"gemma3": "gemma3_text"}
+# Synonyms users type for the same family. Not ``gemma3``: that model_type is the Gemma-3
+# vision-language model (``memlora.vision.families``), not the text-only ``gemma3_text``.
+ALIASES: dict[str, str] = {}
 
 
 def get_family(model_type: str, source: str | None = None) -> Family:
@@ -62,6 +63,12 @@ def get_family(model_type: str, source: str | None = None) -> Family:
     try:
         return FAMILIES[key]
     except KeyError:
+        from ..vision.families import is_vision
+
+        if is_vision(model_type):
+            raise MemloraError(
+                f"model_type {model_type!r} is a vision-language model, not a text decoder", path=source,
+                fix="export it with memlora export (it takes the vision path), or point at a text model") from None
         raise MemloraError(
             f"model_type {model_type!r} is not a supported family",
             path=source,

@@ -107,8 +107,10 @@ def _fit_prompt(ids: list[int], max_seq_len: int | None, max_new: int,
         dropped = len(ids) - limit
         head = ids[:1] if keep_first else []
         ids = head + ids[len(head) + dropped:]
-        log.warning("prompt of %d tokens truncated from the left to %d (max_seq_len %d)",
-                    len(ids) + dropped, len(ids), max_seq_len)
+        # Not silent: the template's instructions are what gets cut (a loop CLI shows this line).
+        log.warning("warning: prompt of %d tokens truncated from the left to %d (max_seq_len %d) -- fix: "
+                    "re-export with --max-seq-len %d or more", len(ids) + dropped, len(ids), max_seq_len,
+                    len(ids) + dropped + max_new)
     return ids, dropped, min(max_new, max_seq_len - len(ids))
 
 

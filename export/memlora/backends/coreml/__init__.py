@@ -42,6 +42,7 @@ def function_name(adapter: str) -> str:
 
 class CoreMLBackend(Backend):
     name = BackendName.COREML
+    vision_module = "memlora.backends.coreml.vision"
     precision_in_folder = True
 
     # Conversion runs anywhere; prediction needs macOS (runnable), and the runner falls back to

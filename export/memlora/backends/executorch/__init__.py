@@ -25,6 +25,7 @@ FOUNDATION = "foundation"  # tag of the shared weights -> foundation.ptd
 
 class ExecuTorchBackend(Backend):
     name = BackendName.EXECUTORCH
+    vision_module = "memlora.backends.executorch.vision"
 
     requires = ("executorch.backends.xnnpack.partition.xnnpack_partitioner",
                 "executorch.extension.pybindings.portable_lib", "torchao")

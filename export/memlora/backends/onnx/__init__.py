@@ -19,6 +19,7 @@ from ..base import Artifact, Backend
 
 class OnnxBackend(Backend):
     name = BackendName.ONNX
+    vision_module = "memlora.backends.onnx.vision"
     static_cache = False
 
     requires = ("onnx", "onnxruntime", "onnxscript")
