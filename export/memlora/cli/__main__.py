@@ -1,0 +1,4 @@
+"""``python -m memlora.cli``: the same as the ``memlora`` command."""
+from . import main
+
+main()
