@@ -78,7 +78,26 @@ def test_extract_and_answer_embed_json():
     conv = _json_after("Input: ", user)
     assert conv == [{"speaker": "Ann", "text": 'I said "hi"\nthen left'},
                     {"speaker": "Bob", "text": "{x}"}]
-    assert "Today's date is 2024-05-01." in extract_messages(t, turns, "2024-05-01")[0]["content"]
+    assert user.startswith("Today's date is 2024-05-01.")  # per-turn slots come after the constant part
     ans = answer_messages(t, 'Who?"\nAnswer: hacked', [("2023-05-08", "Likes tea")])[1]["content"]
     assert _json_after("Question (a JSON string): ", ans) == 'Who?"\nAnswer: hacked'
     assert '["2023-05-08: Likes tea"]' in ans
+
+
+@pytest.mark.parametrize("fmt", ["chatml", "gemma"])
+def test_constant_head_is_the_prompt_up_to_its_first_slot(fmt):
+    """The part the loop prefills once per adapter: the same on every call, nearly all the prompt."""
+    from memlora.memory.prompts import constant_head, render, update_messages
+
+    t = load_templates()
+    prompts = {
+        Op.EXTRACT: lambda x: extract_messages(t, [DialogTurn("Ann", x)], today="2024-05-0" + x[-1]),
+        Op.UPDATE: lambda x: update_messages(t, [("0", x)], [x]),
+        Op.ANSWER: lambda x: answer_messages(t, x, [("2023", x)]),
+    }
+    for op, make in prompts.items():
+        head = constant_head(fmt, t[op])
+        a, b = render(fmt, make("tea 1")), render(fmt, make("coffee 2"))
+        assert a.startswith(head) and b.startswith(head)
+        assert "tea" not in head and "\ue000" not in head
+        assert len(head) > 0.8 * len(a), (op, len(head), len(a))

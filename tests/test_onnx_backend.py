@@ -105,3 +105,41 @@ def test_other_families_external_parity(preset, preset_dir, tmp_path):
     assert par["passed"], par
     assert max(r["max_abs_diff"] for r in par["adapters"]) <= 1e-4
     assert manifest["model"]["family"] == preset.replace("tiny-", "").replace("gemma3", "gemma3_text")
+
+
+def test_tied_head_untied_and_quantized_all_the_way():
+    """A tied LM head (MatMul over Transpose(table)) gets its own weight, so MatMulNBits takes the
+    head and, with quantize_table, GatherBlockQuantized takes the table; outputs stay close."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from memlora.backends.onnx.export import _quantize, _untie_transposed_weights
+    from memlora.core.config import ExportSpec, OnnxConfig
+
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((256, 64)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["h"]),
+             helper.make_node("Transpose", ["table"], ["table_t"], perm=[1, 0]),
+             helper.make_node("MatMul", ["h", "table_t"], ["logits"], name="head")]
+    graph = helper.make_graph(nodes, "tied", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4, 256])],
+                              [numpy_helper.from_array(table, "table")])
+    make = lambda: helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])  # noqa: E731
+    ids = np.array([[1, 7, 42, 255]], np.int64)
+    run = lambda m: ort.InferenceSession(m.SerializeToString()).run(None, {"ids": ids})[0]  # noqa: E731
+    ref = run(make())
+
+    untied = make()
+    assert _untie_transposed_weights(untied) == ["head"]
+    assert "Transpose" not in [n.op_type for n in untied.graph.node]
+    np.testing.assert_allclose(run(untied), ref, atol=1e-4)
+
+    for table_too, ops in [(False, {"Gather", "MatMulNBits"}), (True, {"GatherBlockQuantized", "MatMulNBits"})]:
+        spec = ExportSpec("onnx", "external", "int4", onnx=OnnxConfig(quantize_table=table_too))
+        q = _quantize(make(), spec)
+        onnx.checker.check_model(q)
+        assert {n.op_type for n in q.graph.node} == ops
+        out = run(q)
+        assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()
+        assert (out.argmax(-1) == ref.argmax(-1)).mean() >= 0.75

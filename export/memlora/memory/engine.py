@@ -5,6 +5,12 @@ is garbage under another), prefills the prompt, then samples token by token unti
 stop string, the token budget or the runner's ``max_seq_len``. Greedy when ``temperature == 0``;
 otherwise temperature plus top-p (nucleus) sampling from a seeded NumPy generator, so a seed
 reproduces a run exactly.
+
+Prefix reuse: given ``prefix_text`` (the constant head of the prompt's template), a runner with
+``prefill_with_prefix`` (every :class:`~memlora.backends.runner_base.RunnerBase`) keeps the KV
+cache of that head per adapter and prefills only the rest of each prompt. The reused ids are the
+longest run of the prompt's own ids that the head's ids start with, so a token merged across the
+boundary is never reused wrongly, and the logits equal a full prefill's.
 """
 from __future__ import annotations
 
@@ -126,13 +132,25 @@ def _held_back(text: str, stop: Sequence[str]) -> int:
                default=0)
 
 
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def generate(runner: Runner, tokenizer: Tokenizer, adapter: str | None, prompt_text: str,
              settings: GenerationSettings,
-             on_token: Callable[[int, str], None] | None = None) -> GenerationResult:
+             on_token: Callable[[int, str], None] | None = None,
+             prefix_text: str | None = None) -> GenerationResult:
     """Generate a completion of ``prompt_text`` with ``adapter`` active.
 
     The prompt is encoded without adding special tokens (the chat format already wrote any BOS).
     ``on_token(token_id, new_text)`` is called per generated token with the text it added.
+    ``prefix_text``: the prompt's constant head, whose KV cache the runner keeps and reuses.
     """
     runner.set_adapter(adapter)
     runner.reset()
@@ -147,8 +165,14 @@ def generate(runner: Runner, tokenizer: Tokenizer, adapter: str | None, prompt_t
                                        keep_first=ids[0] in special)
     max_stop = max((len(s) for s in settings.stop), default=0)
 
+    reused = 0
     t0 = time.perf_counter()
-    logits = np.asarray(runner.prefill(ids))[-1]
+    if prefix_text and hasattr(runner, "prefill_with_prefix"):
+        head = tokenizer.encode(prefix_text, add_special_tokens=False).ids
+        rows, reused = runner.prefill_with_prefix(ids, common_prefix_len(head, ids))
+        logits = np.asarray(rows)[-1]
+    else:
+        logits = np.asarray(runner.prefill(ids))[-1]
     t1 = time.perf_counter()
     out: list[int] = []
     text = emitted = ""
@@ -181,4 +205,4 @@ def generate(runner: Runner, tokenizer: Tokenizer, adapter: str | None, prompt_t
     t2 = time.perf_counter()
     return GenerationResult(text=text, token_ids=out, prompt_tokens=len(ids),
                             stopped_by=stopped_by, prefill_s=t1 - t0, decode_s=t2 - t1,
-                            truncated_prompt_tokens=dropped)
+                            truncated_prompt_tokens=dropped, meta={"reused_tokens": float(reused)})

@@ -21,8 +21,8 @@ from ..backends.base import Runner
 from .chat import get_format, stop_strings
 from .engine import GenerationResult, GenerationSettings, generate
 from .parsing import ExtractResult, IdMap, parse_extract, parse_update
-from .prompts import (DialogTurn, Op, Templates, answer_messages, extract_messages,
-                      load_templates, render, update_messages)
+from .prompts import (DialogTurn, Op, Templates, answer_messages, constant_head,
+                      extract_messages, load_templates, render, update_messages)
 from .store import AppliedOp, Embedder, Memory, MemoryStore
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class LoopSettings:
     update_top_k: int = 5
     answer_top_k: int = 30
     adapters: dict[Op, str | None] = field(default_factory=_default_adapters)
+    reuse_prefix: bool = True
+    """Keep each adapter's KV cache of its template's constant head and prefill only the rest."""
 
     def generation(self, op: Op) -> GenerationSettings:
         return getattr(self, op.value)
@@ -58,6 +60,7 @@ class OpStats:
     failures: int = 0
     prompt_tokens: int = 0
     new_tokens: int = 0
+    reused_tokens: int = 0
     prefill_s: float = 0.0
     decode_s: float = 0.0
     total_s: float = 0.0
@@ -65,6 +68,7 @@ class OpStats:
     def add(self, res: GenerationResult, total_s: float) -> None:
         self.calls += 1
         self.prompt_tokens += res.prompt_tokens
+        self.reused_tokens += int(res.meta.get("reused_tokens", 0))
         self.new_tokens += len(res.token_ids)
         self.prefill_s += res.prefill_s
         self.decode_s += res.decode_s
@@ -115,10 +119,12 @@ class MemoryLoop:
         stops = tuple(dict.fromkeys((*gen.stop, *stop_strings(self.chat_format))))
         settings = GenerationSettings(gen.max_new_tokens, gen.temperature, gen.top_p, gen.seed,
                                       stops, gen.eos_ids)
+        head = (constant_head(self.chat_format, self.templates[op])
+                if self.settings.reuse_prefix else None)
         t0 = time.perf_counter()
         res = generate(self.runner, self.tokenizer, self.settings.adapters[op],
                        render(self.chat_format, messages), settings,
-                       self.on_token if op is Op.ANSWER else None)
+                       self.on_token if op is Op.ANSWER else None, prefix_text=head)
         self.stats[op].add(res, time.perf_counter() - t0)
         self.last_raw[op] = res.text
         return res

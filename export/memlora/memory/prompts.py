@@ -161,6 +161,19 @@ def answer_messages(templates: Templates, question: str,
     return templates.answer.messages({"memories": as_data(shown), "question": as_data(question)})
 
 
+_MARK = "\ue000"  # a private-use character: no template, chat format or control marker has it
+
+
+def constant_head(chat_format: str, template: PromptTemplate) -> str:
+    """The rendered prompt up to its first slot: the same text on every call of this template.
+
+    The memory loop prefills it once per adapter and keeps its KV cache (prefix reuse); the
+    templates put their per-turn slots last so the head is nearly the whole prompt.
+    """
+    rendered = render(chat_format, template.messages({name: _MARK for name in template.slots()}))
+    return rendered.split(_MARK, 1)[0]
+
+
 def render(chat_format: str, messages: list[dict[str, str]]) -> str:
     """Render messages in ``chat_format`` with the generation prompt appended."""
     return render_chat(chat_format, messages, add_generation_prompt=True)

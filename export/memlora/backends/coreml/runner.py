@@ -38,6 +38,16 @@ class _MilEngine:
     def predict(fn, feeds: dict, state) -> np.ndarray:
         return fn.run(feeds, state)["logits"]
 
+    @staticmethod
+    def save_state(fn, state):
+        # the evaluator replaces a state buffer on every write (never writes into one), so a
+        # shallow copy of the dict is a snapshot later runs cannot change.
+        return dict(state)
+
+    @staticmethod
+    def load_state(fn, saved):
+        return dict(saved)
+
 
 class _PredictEngine:
     """Apple's runtime: ``MLModel.predict`` with a state from ``make_state()`` (macOS 15+)."""
@@ -63,6 +73,20 @@ class _PredictEngine:
     @staticmethod
     def predict(model, feeds: dict, state) -> np.ndarray:
         return np.asarray(model.predict(feeds, state=state)["logits"], np.float32)
+
+    @staticmethod
+    def _state_names(model) -> list[str]:
+        return [s.name for s in model.get_spec().description.state]
+
+    def save_state(self, model, state):
+        """A copy of every state buffer (``MLState.read_state``, coremltools 8.1+ on macOS 15)."""
+        return {n: np.array(state.read_state(n)) for n in self._state_names(model)}
+
+    def load_state(self, model, saved):
+        fresh = model.make_state()
+        for name, value in saved.items():
+            fresh.write_state(name, value)
+        return fresh
 
 
 class CoreMLRunner(ArtifactRunner):
@@ -102,6 +126,12 @@ class CoreMLRunner(ArtifactRunner):
                  "position_ids": np.arange(self.pos, self.pos + n, dtype=np.int32)[None],
                  "causal_mask": make_causal_mask(self.pos, n)}
         return np.asarray(self._engine.predict(self._model, feeds, self._state), np.float32)[0]
+
+    def _save(self):
+        return self._engine.save_state(self._model, self._state)
+
+    def _load(self, state) -> None:
+        self._state = self._engine.load_state(self._model, state)
 
     def _close(self) -> None:
         self._model = self._state = None

@@ -29,6 +29,11 @@ class ExecuTorchRunner(ArtifactRunner):
     ``foundation.ptd``; fused mode loads the adapter's self-contained ``.pte``. The K/V cache
     lives inside the program (in-place buffers); positions past the current one are never read,
     so resetting is rewinding the position to 0, and switching adapter also rewinds.
+
+    Prefix reuse: a snapshot is the program itself, kept resident with its cache (the cache has no
+    copy-out in the runtime); restoring it is switching to that program and rewinding the position.
+    A program a snapshot holds is never written below the snapshot's length: such a write loads a
+    fresh program first. (An app does the same with ``Module`` and its own positions.)
     """
 
     has_bare_base = False  # one program per adapter
@@ -46,21 +51,40 @@ class ExecuTorchRunner(ArtifactRunner):
         self._data = self.file(FOUNDATION) if self.external else None
         self._module = None
         self._module_key: str | None = None
+        self._pinned: dict[str | None, tuple[object, int]] = {}  # adapter -> (program, kept length)
         self.start()
+
+    def _load_program(self, name: str | None):
+        pte = self.file(self.model_role(name))
+        kwargs = {"data_path": str(self._data)} if self._data is not None else {}
+        with native_stderr_captured():
+            return self._rt._load_for_executorch(str(pte), **kwargs)
 
     def _activate(self, name: str | None) -> None:
         if self._module_key == name:
             return
-        pte = self.file(self.model_role(name))
-        self._module = None  # free the previous program first
-        kwargs = {"data_path": str(self._data)} if self._data is not None else {}
-        with native_stderr_captured():
-            self._module = self._rt._load_for_executorch(str(pte), **kwargs)
+        self._module = None  # free the previous program first (unless a snapshot keeps it)
+        pinned = self._pinned.get(name)
+        self._module = pinned[0] if pinned is not None else self._load_program(name)
         self._module_key = name
+
+    def _save(self):
+        self._pinned[self.active] = (self._module, self.pos)
+        return self._module
+
+    def _load(self, state) -> None:
+        self._module = state
+
+    def drop_prefixes(self) -> None:
+        super().drop_prefixes()
+        self._pinned.clear()
 
     def _forward(self, ids: list[int]) -> np.ndarray:
         import torch  # the pybindings take torch tensors
 
+        pinned = self._pinned.get(self._module_key)
+        if pinned is not None and pinned[0] is self._module and self.pos < pinned[1]:
+            self._module = self._load_program(self._module_key)  # keep the snapshot's cache intact
         cap = self.artifact.max_seq_len
         chunk = (cap or len(ids) + 1) - 1  # the program takes at most max_seq_len-1 at once
         rows, pos = [], self.pos
@@ -80,3 +104,4 @@ class ExecuTorchRunner(ArtifactRunner):
     def _close(self) -> None:
         self._module = None
         self._module_key = None
+        self._pinned.clear()

@@ -103,6 +103,50 @@ def _exporter_quiet():
         yield
 
 
+def _untie_transposed_weights(model) -> int:
+    """Give every ``MatMul(x, Transpose(W))`` on a constant ``W`` its own pre-transposed weight.
+
+    A tied LM head reaches the embedding table through a Transpose, which MatMulNBits never sees
+    through (and onnxruntime folds into a second fp32 copy at load). Untied, the head quantizes as
+    a MatMul and the table as a Gather. LoRA A/B (graph inputs) are left alone. Returns the names
+    of the MatMul nodes it untied.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    inputs = {i.name for i in graph.input}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    producers = {o: n for n in graph.node for o in n.output}
+    heads, drop = [], []
+    for node in graph.node:
+        if node.op_type != "MatMul" or len(node.input) < 2:
+            continue
+        tr = producers.get(node.input[1])
+        if tr is None or tr.op_type != "Transpose" or tr.input[0] not in inits or tr.input[0] in inputs:
+            continue
+        perm = next((list(a.ints) for a in tr.attribute if a.name == "perm"), [1, 0])
+        weight = inits[tr.input[0]]
+        if len(weight.dims) != 2 or perm != [1, 0]:
+            continue
+        name = f"{tr.input[0]}.untied_t"
+        if name not in inits:
+            arr = np.ascontiguousarray(numpy_helper.to_array(weight).T)
+            inits[name] = numpy_helper.from_array(arr, name)
+            graph.initializer.append(inits[name])
+        node.input[1] = name
+        consumers[tr.output[0]] -= 1
+        if consumers[tr.output[0]] == 0:
+            drop.append(tr)
+        heads.append(node.name)
+    for tr in drop:
+        graph.node.remove(tr)
+    return heads
+
+
 def _quantize(model, spec: ExportSpec):
     import logging
 
@@ -114,10 +158,22 @@ def _quantize(model, spec: ExportSpec):
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
 
     bits = 8 if spec.quant is Quant.INT8 else 4
-    # accuracy_level=4 (int8 compute): without it 8-bit decode ran 12x slower than fp32 here.
-    q = MatMulNBitsQuantizer(model, bits=bits, block_size=spec.group_size, is_symmetric=True, accuracy_level=4)
-    q.process()
-    return q.model.model
+    heads = _untie_transposed_weights(model)  # the LM head quantizes too, not only the layers
+
+    def nbits(model, bits, ops, include=None, exclude=None):
+        # accuracy_level=4 (int8 compute): without it 8-bit decode ran 12x slower than fp32 here.
+        q = MatMulNBitsQuantizer(model, bits=bits, block_size=spec.group_size, is_symmetric=True,
+                                 accuracy_level=4, op_types_to_quantize=ops, nodes_to_include=include,
+                                 nodes_to_exclude=exclude, quant_axes=(("MatMul", 0), ("Gather", 1)))
+        q.process()
+        return q.model.model
+
+    model = nbits(model, bits, ("MatMul",), exclude=heads)
+    if heads:  # the head at 8 bits, as llama.cpp's q4_0 keeps its output tensor at q6_K: a 4-bit
+        model = nbits(model, 8, ("MatMul",), include=heads)  # head moved top-1 on near ties
+    if bits == 4 and spec.onnx.quantize_table:  # the table as GatherBlockQuantized (int4 only in onnxruntime): one row a token
+        model = nbits(model, 4, ("Gather",))
+    return model
 
 
 def _save(model, path: Path) -> dict[str, int]:

@@ -70,6 +70,17 @@ class OnnxRunner(ArtifactRunner):
         self._past.update(zip(self._past_names, outs[1:]))
         return outs[0][0]
 
+    def _rewind(self, n: int) -> None:
+        self._past = {k: v[:, :, :n] for k, v in self._past.items()}
+
+    def _save(self):
+        # onnxruntime returns new present arrays each run and nothing writes into them, so the
+        # past tensors themselves are the snapshot (ONNX Runtime GenAI: Generator.rewind_to).
+        return dict(self._past)
+
+    def _load(self, state) -> None:
+        self._past = dict(state)
+
     def _close(self) -> None:
         self._session = None
         self._lora.clear()

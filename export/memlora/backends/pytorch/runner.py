@@ -5,6 +5,7 @@ also proves memlora read the adapter files correctly.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,16 @@ class TorchRunner(RunnerBase):
         out = self.model(input_ids=torch.tensor([ids], dtype=torch.long), past_key_values=self._cache, use_cache=True)
         self._cache = out.past_key_values
         return out.logits[0].float().numpy()
+
+    def _rewind(self, n: int) -> None:
+        if n < self.pos:
+            self._cache.crop(n - self.pos)  # a negative count: drop that many from the end
+
+    def _save(self):
+        return copy.deepcopy(self._cache)
+
+    def _load(self, state) -> None:
+        self._cache = copy.deepcopy(state)  # the forward grows a DynamicCache in place
 
     def _close(self) -> None:
         self.model = None
