@@ -36,21 +36,19 @@ from ..memory.locomo import ADVERSARIAL, Conversation, Session, Turn, parse_conv
 from ..memory.loop import LoopSettings
 from ..memory.parsing import Event, IdMap, parse_update
 from ..memory.prompts import Op
-from ..memory.retrieval import tokens
 from ..memory.store import MemoryStore
 from ._core import MemloraError, atomic_dir
 from .records import (FORMAT, SPLITS, FilterReport, TeacherRecord, file_sha256, filter_records,
                       write_jsonl)
+from .teacher_rules import decide, similarity
 
+__all__ = ["ADVERSARIAL_ANSWER", "LocomoItem", "TeacherSettings", "conversation_records", "decide", "read_locomo",
+           "similarity", "split_conversations", "teacher_locomo"]
 ADVERSARIAL_ANSWER = "Not mentioned in the conversation"
 """The expected answer to a category-5 question (LoCoMo scores these by this phrase)."""
 
 _OBS = re.compile(r"^session_(\d+)_observation$")
 _DIA = re.compile(r"D\d+:\d+")
-_STOP = frozenset("a an the is was are were be been to of and or in on at for with by from as it its"
-                  " that this he she they his her their has have had will would about also very".split())
-_NEGATION = frozenset("not no never none nobody nothing neither nor dislikes hates stopped quit"
-                      " doesnt dont didnt isnt wasnt cannot cant wont longer".split())
 
 
 @dataclass(frozen=True)
@@ -156,48 +154,6 @@ def read_locomo(path: str | Path) -> list[LocomoItem]:
     if not items:
         raise MemloraError("no conversations in the file", path, "pass a non-empty LoCoMo file")
     return items
-
-
-# -- rules for update events ---------------------------------------------------------------------
-
-def _content(text: str) -> set[str]:
-    return {t for t in tokens(text.replace("'", "")) if t not in _STOP}
-
-
-def similarity(a: str, b: str) -> float:
-    """Jaccard similarity of the content words of two facts."""
-    x, y = _content(a), _content(b)
-    return len(x & y) / len(x | y) if x and y else 0.0
-
-
-def _negated(text: str) -> bool:
-    return bool(set(tokens(text.replace("'", ""))) & _NEGATION)
-
-
-def _subject(text: str) -> str:
-    words = tokens(text)
-    return words[0] if words else ""
-
-
-def decide(fact: str, shown: list[tuple[str, str]], touched: set[str],
-           s: TeacherSettings) -> dict[str, Any]:
-    """The rule-derived event for ``fact`` against the shown ``(short id, text)`` memories."""
-    best_id, best_text, best = None, None, 0.0
-    for sid, text in shown:
-        sim = similarity(fact, text)
-        if sim > best and sid not in touched:
-            best_id, best_text, best = sid, text, sim
-    if best_id is not None and best >= s.duplicate_threshold:
-        return {"event": "NONE", "id": best_id, "text": best_text, "rule": "near-duplicate",
-                "similarity": round(best, 3)}
-    if best_id is not None and best >= s.supersede_threshold and _subject(fact) == _subject(best_text):
-        if _negated(fact) != _negated(best_text) and _negated(fact):
-            return {"event": "DELETE", "id": best_id, "text": best_text, "rule": "negated-contradiction",
-                    "similarity": round(best, 3)}
-        return {"event": "UPDATE", "id": best_id, "text": fact, "old_memory": best_text,
-                "rule": "same-subject-supersedes", "similarity": round(best, 3)}
-    return {"event": "ADD", "id": str(len(shown)), "text": fact, "rule": "new-information",
-            "similarity": round(best, 3)}
 
 
 # -- building records ----------------------------------------------------------------------------

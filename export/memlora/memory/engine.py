@@ -142,6 +142,16 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def _prefill(runner: Runner, tokenizer: Tokenizer, ids: list[int],
+             prefix_text: str | None) -> tuple[np.ndarray, int]:
+    """Logits at the prompt's last position, and how many prompt tokens the reused prefix cache gave."""
+    if prefix_text and hasattr(runner, "prefill_with_prefix"):
+        head = tokenizer.encode(prefix_text, add_special_tokens=False).ids
+        rows, reused = runner.prefill_with_prefix(ids, common_prefix_len(head, ids))
+        return np.asarray(rows)[-1], reused
+    return np.asarray(runner.prefill(ids))[-1], 0
+
+
 def generate(runner: Runner, tokenizer: Tokenizer, adapter: str | None, prompt_text: str,
              settings: GenerationSettings,
              on_token: Callable[[int, str], None] | None = None,
@@ -165,14 +175,8 @@ def generate(runner: Runner, tokenizer: Tokenizer, adapter: str | None, prompt_t
                                        keep_first=ids[0] in special)
     max_stop = max((len(s) for s in settings.stop), default=0)
 
-    reused = 0
     t0 = time.perf_counter()
-    if prefix_text and hasattr(runner, "prefill_with_prefix"):
-        head = tokenizer.encode(prefix_text, add_special_tokens=False).ids
-        rows, reused = runner.prefill_with_prefix(ids, common_prefix_len(head, ids))
-        logits = np.asarray(rows)[-1]
-    else:
-        logits = np.asarray(runner.prefill(ids))[-1]
+    logits, reused = _prefill(runner, tokenizer, ids, prefix_text)
     t1 = time.perf_counter()
     out: list[int] = []
     text = emitted = ""

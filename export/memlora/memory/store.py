@@ -26,7 +26,6 @@ from .parsing import MAX_TEXT_CHARS, Event, UpdateOp
 from .schema import connect, fts5_available  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
 Embedder = Callable[[Sequence[str]], np.ndarray]
 """Maps n texts to a float array ``[n, dim]``."""
 

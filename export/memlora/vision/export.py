@@ -18,6 +18,7 @@ from ..core.bundle import atomic_dir, write_manifest
 from ..core.config import BackendName
 from ..core.errors import MemloraError
 from ..core.progress import steps
+from .conformance import add_vision_conformance
 
 VQA_PROMPT = ("Look at the picture.", "")
 PARITY_SAMPLES = 2
@@ -73,19 +74,10 @@ def resolve_vision(model: str, adapters: dict[str, Path], workdir: Path):
     return info, loaded, {n: Path(p) for n, p in adapters.items()}, record
 
 
-def run_vision_export(opts, show_progress: bool = True) -> dict:
-    """The SVLM path of ``memlora export`` (same options, same bundle rules)."""
-    from tokenizers import Tokenizer
-
-    from ..extras import write_bundle_extras
-    from .images import make_samples
-    from .model_io import build_vision_task
-    from .preprocess import expand_prompt
-    from .reference import VisionTorchRunner
-
+def _backend_modules(opts, specs) -> dict:
+    """Each spec's backend vision module; fails early when a backend or the embedder is unusable."""
     from ..backends import get_backend
 
-    specs = opts.specs()
     modules = {}
     for spec in specs:
         modules[spec.backend] = backend_module(spec.backend)
@@ -97,6 +89,41 @@ def run_vision_export(opts, show_progress: bool = True) -> dict:
         from ..extras import check_embedder_arg
 
         check_embedder_arg(opts.embedder)
+    return modules
+
+
+def _export_spec(spec, mod, task, tmp: Path, manifest, reference, samples, prompts, text_prompts, opts,
+                 progress, job) -> None:
+    """One spec's artifact (plus its text-layout artifact when the backend keeps some adapters as text)."""
+    key = f"{spec.backend.value}/{spec.adapter_mode.value}/{spec.quant.value}"
+    progress.update(job, description=f"export {key}")
+    t0 = time.perf_counter()
+    artifact = mod.export(task, spec, tmp)
+    artifact.meta.setdefault("export_seconds", round(time.perf_counter() - t0, 2))
+    if opts.check_parity:
+        progress.update(job, description=f"parity {key}")
+        artifact.parity = artifact_vision_parity(mod, artifact, tmp, task, reference, samples, prompts,
+                                                 text_prompts, min(opts.parity_tokens, 16))
+    manifest.artifacts.append(artifact)
+    text_names = [n for n in task.adapters if n not in artifact.adapters]
+    if text_names:  # ExecuTorch / Core ML: these adapters keep the text layout
+        progress.update(job, description=f"export {key} (text adapters)")
+        manifest.artifacts.append(_text_artifact(task, spec, tmp, text_names, reference, text_prompts, opts))
+    progress.advance(job)
+
+
+def run_vision_export(opts, show_progress: bool = True) -> dict:
+    """The SVLM path of ``memlora export`` (same options, same bundle rules)."""
+    from tokenizers import Tokenizer
+
+    from ..extras import write_bundle_extras
+    from .images import make_samples
+    from .model_io import build_vision_task
+    from .preprocess import expand_prompt
+    from .reference import VisionTorchRunner
+
+    specs = opts.specs()
+    modules = _backend_modules(opts, specs)
     with tempfile.TemporaryDirectory(prefix="memlora-src-") as work, atomic_dir(opts.out, opts.force) as tmp:
         info, adapters, adapter_dirs, record = resolve_vision(opts.model, opts.adapters, Path(work))
         with steps(show_progress) as progress:
@@ -118,23 +145,8 @@ def run_vision_export(opts, show_progress: bool = True) -> dict:
             text_prompts = prompt_ids(info.tokenizer_file)
             progress.update(job, total=len(specs), completed=0)
             for spec in specs:
-                key = f"{spec.backend.value}/{spec.adapter_mode.value}/{spec.quant.value}"
-                progress.update(job, description=f"export {key}")
-                mod = modules[spec.backend]
-                t0 = time.perf_counter()
-                artifact = mod.export(task, spec, tmp)
-                artifact.meta.setdefault("export_seconds", round(time.perf_counter() - t0, 2))
-                if opts.check_parity:
-                    progress.update(job, description=f"parity {key}")
-                    artifact.parity = artifact_vision_parity(mod, artifact, tmp, task, reference, samples, prompts,
-                                                             text_prompts, min(opts.parity_tokens, 16))
-                manifest.artifacts.append(artifact)
-                text_names = [n for n in task.adapters if n not in artifact.adapters]
-                if text_names:  # ExecuTorch / Core ML: these adapters keep the text layout
-                    progress.update(job, description=f"export {key} (text adapters)")
-                    manifest.artifacts.append(_text_artifact(task, spec, tmp, text_names, reference,
-                                                             text_prompts, opts))
-                progress.advance(job)
+                _export_spec(spec, modules[spec.backend], task, tmp, manifest, reference, samples, prompts,
+                             text_prompts, opts, progress, job)
             progress.update(job, description="prompts, conformance.json")
             write_bundle_extras(tmp, manifest, reference, opts.embedder)
             add_vision_conformance(tmp, task, reference, tok)
@@ -249,48 +261,3 @@ def write_preprocess(root: Path, task) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "preprocess.json").write_text(json.dumps(task.contract.to_json(task.info.processor_config), indent=2))
     shutil.copy(task.info.path / "preprocessor_config.json", out / "preprocessor_config.json")
-
-
-def add_vision_conformance(root: Path, task, reference, tok, n_tokens: int = 16) -> None:
-    """A ``vision`` section in ``conformance.json``: per generated PNG, the canvas sha256, the
-    pixel tensor, an embeddings digest, the expanded prompt ids and 16 greedy ``vqa`` tokens."""
-    import hashlib
-
-    import numpy as np
-
-    from ..parity import reference_trace  # noqa: F401  (same greedy rule as the text section)
-    from .images import make_samples, png_bytes
-    from .parity import torch_features
-    from .preprocess import expand_prompt, normalise, pixels
-    from .reference import image_trace
-
-    c = task.contract
-    adapter = "vqa" if "vqa" in reference.adapters else reference.adapters[0]
-    out_dir = Path(root) / "vision" / "conformance"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, s in enumerate(make_samples(CONFORMANCE_IMAGES, c.tile, seed=7)):
-        png = png_bytes(s.image)
-        name = f"vision/conformance/{i}-{s.kind}.png"
-        (Path(root) / name).write_bytes(png)
-        pix = pixels(s.image, c)
-        feats = torch_features(task, s.image)
-        ids = expand_prompt(tok.encode(VQA_PROMPT[0]).ids, tok.encode(" " + s.question).ids, c)
-        _, tokens = image_trace(reference, adapter, ids, s.image, n_tokens)
-        norm = normalise(pix, c)
-        rows.append({
-            "png": name, "png_sha256": hashlib.sha256(png).hexdigest(),
-            "canvas_sha256": hashlib.sha256(s.image.tobytes()).hexdigest(), "canvas_shape": list(s.image.shape),
-            "kind": s.kind, "question": s.question, "answer": s.answer,
-            "pixel_values": {"dtype": "uint8", "shape": list(pix.shape), "sha256": hashlib.sha256(pix.tobytes()).hexdigest(),
-                             "first": pix.ravel()[:16].tolist()},
-            "normalised": {"shape": list(norm.shape), "mean": float(norm.mean()), "first": norm.ravel()[:8].tolist()},
-            "embeddings": {"shape": list(feats.shape), "mean": float(feats.mean()), "std": float(feats.std()),
-                           "abs_max": float(np.abs(feats).max()), "first": feats.ravel()[:8].tolist()},
-            "prompt_ids": ids, "adapter": adapter, "greedy_ids": tokens,
-            "greedy_text": tok.decode(tokens, skip_special_tokens=False),
-        })
-    path = Path(root) / "conformance.json"
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    doc["vision"] = {"preprocess": "vision/preprocess.json", "n_tokens": n_tokens, "cases": rows}
-    path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
