@@ -26,10 +26,10 @@ if [ -n "$missing" ]; then
 fi
 
 "$PY" -c "import tree_sitter, tree_sitter_kotlin" 2>/dev/null || "$PY" -m pip install -q tree-sitter tree-sitter-kotlin
-echo "== Kotlin syntax (tree-sitter-kotlin): app/ cannot be compiled here"
-"$PY" "$here/tools/check_kotlin_syntax.py" "$here/app" "$here/core"
-
 "$PY" -c "import memlora" 2>/dev/null || export PYTHONPATH="$repo/export${PYTHONPATH:+:$PYTHONPATH}"
+echo "== Kotlin syntax (tree-sitter-kotlin): app/ cannot be compiled here"
+"$PY" -m memlora.syntax_check kotlin "$here/app" "$here/core"
+
 work="$(mktemp -d -t memlora-android-ci-XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 BUILD="$work" "$here/core/host_test.sh" "$@"

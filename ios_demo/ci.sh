@@ -20,7 +20,7 @@ export PYTHONPATH="$repo/export${PYTHONPATH:+:$PYTHONPATH}"
 
 "$PY" -c "import tree_sitter, tree_sitter_swift" 2>/dev/null || "$PY" -m pip install -q tree-sitter tree-sitter-swift
 echo "== Swift syntax (tree-sitter-swift): nothing here can compile Swift"
-"$PY" "$here/tools/check_swift_syntax.py" "$here/MemLoRAKit" "$here/App"
+"$PY" -m memlora.syntax_check swift "$here/MemLoRAKit" "$here/App"
 
 work="$(mktemp -d -t memlora-ios-ci-XXXXXX)"
 trap 'rm -rf "$work"' EXIT

@@ -57,3 +57,18 @@ def test_device_report_cannot_pass_by_skipping():
     failed = json.loads(json.dumps(ok))
     failed["sections"]["prompts"].update(failed=1, passed=False, failures=["prompts[0]"])
     assert check_report(failed, conf)
+
+
+def test_every_kotlin_file_parses_and_a_slip_fails(tmp_path):
+    from pathlib import Path
+
+    from memlora.syntax_check import check, main
+
+    root = Path(__file__).resolve().parent.parent / "android_demo"
+    files = sorted(root.rglob("*.kt"))
+    ok, problems = check("kotlin", files)
+    assert ok == len(files) >= 24 and not problems
+    bad = tmp_path / "Bad.kt"
+    bad.write_text("fun f( {\n  val x = \n}\n", encoding="utf-8")
+    assert check("kotlin", [bad])[0] == 0 and main(["kotlin", str(tmp_path)]) == 1
+    assert main(["cobol", str(tmp_path)]) == 2

@@ -66,14 +66,14 @@ def manifest_dir(tmp_path_factory):
 
 def test_every_swift_file_parses_and_a_slip_fails(tmp_path):
     pytest.importorskip("tree_sitter_swift")
-    import check_swift_syntax
+    from memlora.syntax_check import check
 
     files = sorted((ROOT / "ios_demo").rglob("*.swift"))
-    ok, problems = check_swift_syntax.check(files)
+    ok, problems = check("swift", files)
     assert ok == len(files) >= 28 and not problems
     bad = tmp_path / "Bad.swift"
     bad.write_text("func f( {\n  let x = \n}\n", encoding="utf-8")
-    assert check_swift_syntax.check([bad])[0] == 0
+    assert check("swift", [bad])[0] == 0
 
 
 def test_swift_tests_read_the_fixture_as_the_kotlin_tests(fixture_dir, manifest_dir, tmp_path):
