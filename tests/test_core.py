@@ -167,3 +167,19 @@ def test_family_registry():
         get_family("gemma3")
     with pytest.raises(MemloraError, match="'gpt2' is not a supported family"):
         get_family("gpt2")
+
+
+def test_artifact_keeps_keys_of_a_newer_memlora():
+    """An older memlora must read a newer manifest's artifact and write its unknown keys back."""
+    from memlora.core.artifact import Artifact
+    from memlora.core.manifest import Manifest
+
+    row = Artifact("onnx", "external", "none", ["extract"], {"model": "onnx/base.onnx"}).to_json()
+    newer = {**row, "weight_cache": {"kind": "xnnpack"}, "future_flag": True}
+    art = Artifact.from_json(newer)
+    assert art.extra == {"weight_cache": {"kind": "xnnpack"}, "future_flag": True}
+    assert art.to_json() == newer
+    doc = {"model": {"family": "qwen2"}, "artifacts": [newer], "later_section": [1, 2]}
+    assert Manifest.from_json(doc).to_json()["artifacts"] == [newer]
+    # A known key is never shadowed by an unknown one of the same name.
+    assert Artifact.from_json(row).extra == {}

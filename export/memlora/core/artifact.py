@@ -1,7 +1,7 @@
 """What one backend export produced, as recorded in the bundle manifest."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .config import AdapterMode, BackendName, Precision, Quant
@@ -27,6 +27,9 @@ class Artifact:
     parity: dict[str, Any] | None = None
     precision: Precision = Precision.FP32
     stock: dict[str, Any] | None = None  # how stock runtimes open it, and their check (memlora.stock)
+    # Keys this version does not know (written by a newer memlora): kept and written back as they
+    # were, so an older memlora can still read, re-check and re-save a newer bundle.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.backend = BackendName(self.backend)
@@ -45,13 +48,16 @@ class Artifact:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        extra = data.pop("extra")
         for name in ("backend", "adapter_mode", "quant", "precision"):
             data[name] = getattr(self, name).value
-        return data
+        return {**data, **{k: v for k, v in extra.items() if k not in data}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Artifact":
-        data = dict(data)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        extra = {k: v for k, v in data.items() if k not in known}
+        data = {k: v for k, v in data.items() if k in known}
         # Bundles written before the field existed kept Core ML's precision in meta.
         data.setdefault("precision", (data.get("meta") or {}).get("precision", Precision.FP32.value))
-        return cls(**data)
+        return cls(**data, extra=extra)
