@@ -11,9 +11,7 @@ repo="$(cd "$here/../.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 LOCOMO="${1:-${LOCOMO:-/work/shared/data/locomo10.zip}}"
 BUILD="${BUILD:-$(mktemp -d -t memlora-android-XXXXXX)}"
-# The LoCoMo slice: first conversation, SESSIONS sessions x TURNS turns, then QUESTIONS questions.
-TURNS="${TURNS:-8}" SESSIONS="${SESSIONS:-2}" QUESTIONS="${QUESTIONS:-3}"
-export PYTHONPATH="$repo/export${PYTHONPATH:+:$PYTHONPATH}"
+source "$repo/android_demo/tools/host_inputs.sh"
 J=/usr/share/java
 CP="$J/junit4.jar:$J/hamcrest-core.jar:$J/xerial-sqlite-jdbc.jar:$J/com.android.json.jar"
 for jar in junit4 hamcrest-core xerial-sqlite-jdbc com.android.json; do
@@ -21,21 +19,8 @@ for jar in junit4 hamcrest-core xerial-sqlite-jdbc com.android.json; do
 done
 command -v kotlinc >/dev/null || { echo "error: kotlinc missing: apt-get install kotlin" >&2; exit 2; }
 
-mkdir -p "$BUILD"
 t0=$(date +%s)
-bundle="${MEMLORA_BUNDLE:-}"
-if [ -z "$bundle" ]; then
-  bundle="$BUILD/bundle"
-  echo "== exporting a fresh bundle to $bundle"
-  "$PYTHON" -m memlora.cli export --out "$bundle" --force >"$BUILD/export.log" 2>&1 || { cat "$BUILD/export.log"; exit 1; }
-fi
-echo "== app fixture and the Python loop's LoCoMo store"
-"$PYTHON" -m memlora.app_fixture "$BUILD/fixture" --bundle "$bundle" >/dev/null 2>"$BUILD/fixture.log" || { cat "$BUILD/fixture.log"; exit 1; }
-[ -f "$LOCOMO" ] || { echo "error: LoCoMo data not found: $LOCOMO (pass the path of locomo10.zip)" >&2; exit 2; }
-"$PYTHON" "$here/../tools/python_locomo_store.py" "$bundle" "$LOCOMO" "$BUILD/pystore.json" \
-  --turns "$TURNS" --sessions "$SESSIONS" --questions "$QUESTIONS" 2>"$BUILD/pystore.log" \
-  || { cat "$BUILD/pystore.log"; exit 1; }
-tail -1 "$BUILD/pystore.log"
+host_inputs
 t1=$(date +%s)
 
 echo "== kotlinc $(kotlinc -version 2>&1 | grep -o 'kotlinc-jvm [0-9.]*' || true): core + tests"

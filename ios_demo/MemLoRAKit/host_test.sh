@@ -12,21 +12,10 @@ repo="$(cd "$here/../.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 LOCOMO="${1:-${LOCOMO:-/work/shared/data/locomo10.zip}}"
 BUILD="${BUILD:-$(mktemp -d -t memlora-ios-XXXXXX)}"
-TURNS="${TURNS:-8}" SESSIONS="${SESSIONS:-2}" QUESTIONS="${QUESTIONS:-3}"
-export PYTHONPATH="$repo/export${PYTHONPATH:+:$PYTHONPATH}"
+source "$repo/android_demo/tools/host_inputs.sh"
 command -v swift >/dev/null || { echo "error: no swift toolchain (install Xcode 16+ or swift.org's Swift 6)" >&2; exit 2; }
-mkdir -p "$BUILD"
-bundle="${MEMLORA_BUNDLE:-}"
-if [ -z "$bundle" ]; then
-  bundle="$BUILD/bundle"
-  echo "== exporting a fresh bundle to $bundle"
-  "$PYTHON" -m memlora.cli export --out "$bundle" --force >"$BUILD/export.log" 2>&1 || { cat "$BUILD/export.log"; exit 1; }
-fi
-echo "== app fixture, the Python loop's LoCoMo store, the LoCoMo conversation as .json"
-"$PYTHON" -m memlora.app_fixture "$BUILD/fixture" --bundle "$bundle" >/dev/null 2>"$BUILD/fixture.log" || { cat "$BUILD/fixture.log"; exit 1; }
-[ -f "$LOCOMO" ] || { echo "error: LoCoMo data not found: $LOCOMO (pass the path of locomo10.zip)" >&2; exit 2; }
-"$PYTHON" "$repo/android_demo/tools/python_locomo_store.py" "$bundle" "$LOCOMO" "$BUILD/pystore.json" \
-  --turns "$TURNS" --sessions "$SESSIONS" --questions "$QUESTIONS" 2>"$BUILD/pystore.log" || { cat "$BUILD/pystore.log"; exit 1; }
+host_inputs
+echo "== the LoCoMo conversation as .json"
 # Foundation has no zip reader: write the conversation the Python loader puts first as one .json.
 "$PYTHON" - "$LOCOMO" "$BUILD/locomo-first.json" <<'PY'
 import json, sys, zipfile
