@@ -9,10 +9,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 start=$(date +%s)
-PY="${PYTHON:-}"
-if [ -z "$PY" ]; then
-  if [ -x "$repo/.venv/bin/python" ]; then PY="$repo/.venv/bin/python"; else PY=python3; fi
-fi
+source "$repo/android_demo/tools/host_inputs.sh"
+PY="$(pick_python)"
 export PYTHON="$PY"
 
 pkgs="kotlin junit4 libxerial-sqlite-jdbc-java libandroid-json-java"
@@ -26,7 +24,6 @@ if [ -n "$missing" ]; then
 fi
 
 "$PY" -c "import tree_sitter, tree_sitter_kotlin" 2>/dev/null || "$PY" -m pip install -q tree-sitter tree-sitter-kotlin
-"$PY" -c "import memlora" 2>/dev/null || export PYTHONPATH="$repo/export${PYTHONPATH:+:$PYTHONPATH}"
 echo "== Kotlin syntax (tree-sitter-kotlin): app/ cannot be compiled here"
 "$PY" -m memlora.syntax_check kotlin "$here/app" "$here/core"
 

@@ -80,14 +80,19 @@ def _stock_parity(bundle: Path, json_out: bool) -> None:
         report = stock_check(bundle)
     except MemloraError as e:
         _fail(e)
-    if json_out:
-        typer.echo(json.dumps(report, indent=2))
-    else:
-        _wide().print(stock_table(report, bundle))
-        for f in report["file_failures"]:
-            console.print(f"[red]file:[/red] {f}")
+    _show_check(report, json_out, stock_table(report, bundle))
     if report["stock_passed"] is not True:  # failed, or nothing could run: never a pass
         raise typer.Exit(1)
+
+
+def _show_check(report: dict, json_out: bool, table) -> None:
+    """Print a re-check report: JSON, or its table and the file failures under it."""
+    if json_out:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _wide().print(table)
+    for f in report["file_failures"]:
+        console.print(f"[red]file:[/red] {f}")
 
 
 def next_steps(manifest: dict, out: Path) -> str:
@@ -120,12 +125,7 @@ def parity(bundle: Path = typer.Argument(..., help="Bundle folder written by mem
         report = recheck_bundle(bundle, n_tokens=tokens)
     except MemloraError as e:
         _fail(e)
-    if json_out:
-        typer.echo(json.dumps(report, indent=2))
-    else:
-        _wide().print(summary_table(report, bundle))
-        for f in report["file_failures"]:
-            console.print(f"[red]file:[/red] {f}")
+    _show_check(report, json_out, summary_table(report, bundle))
     if not report["passed"]:
         raise typer.Exit(1)
 
