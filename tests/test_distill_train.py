@@ -99,6 +99,8 @@ def test_bad_input_is_one_line(tmp_path, preset_dir):
         _cfg(model_dir, t, tmp_path / "o2", op="summarise")
     with pytest.raises(MemloraError, match="no usable extract records in train.jsonl"):
         distill(_cfg(model_dir, _teacher(tmp_path / "t2", None), tmp_path / "o3", op="extract"), show_progress=False)
+    with pytest.raises(MemloraError, match="no usable answer records in validation.jsonl"):
+        distill(_cfg(model_dir, _teacher(tmp_path / "t5", None, validation=[]), tmp_path / "o5"), show_progress=False)
     with pytest.raises(MemloraError, match="must be >= 1"):
         TrainOptions(steps=0)
     long = TeacherRecord("long", Op.ANSWER, {"memories": [], "question": "q?"}, "word " * 400)

@@ -83,6 +83,8 @@ class TrainOptions:
     max_new_tokens: int | None = None
     """Generation budget in evaluation (default: the longest training target + 16, at most 256)."""
     max_train_examples: int | None = None
+    share_prefix: bool = True
+    """Compute the template head all examples share once per batch (same loss, several times faster)."""
     seed: int = 0
     device: Device = Device.AUTO
     threads: int | None = 1
