@@ -124,3 +124,17 @@ def test_cli_error_is_one_line(tmp_path, preset_dir):
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "line 1: unknown op 'summarise'" in lines[0]
     assert " -- fix: " in lines[0]
+
+
+def test_preset_config_overrides_keep_the_weights(tmp_path, preset_dir):
+    """The distilled preset's base: tiny-qwen2 with 4,096 positions, the same weights byte for byte."""
+    from memlora.distill.preset import DISTILLED_PRESETS
+    from memlora.sources.presets import write_preset
+
+    plain, _ = preset_dir("tiny-qwen2")
+    p = DISTILLED_PRESETS["tiny-qwen2-distilled"]
+    long, _ = write_preset(p.base, tmp_path / "long", p.base_config)
+    assert json.loads((long / "config.json").read_text())["max_position_embeddings"] == 4096
+    assert json.loads((plain / "config.json").read_text())["max_position_embeddings"] == 2048
+    assert (long / "model.safetensors").read_bytes() == (plain / "model.safetensors").read_bytes()
+    assert json.loads((long / "memlora_preset.json").read_text())["config_overrides"] == {"max_position_embeddings": 4096}

@@ -58,7 +58,7 @@ def distill(cfg: DistillConfig, show_progress: bool = True) -> dict[str, Any]:
     t0 = time.perf_counter()
     with atomic_dir(cfg.out, cfg.force) as tmp, progress_steps(show_progress) as progress:
         for op in cfg.op.ops():
-            report["ops"][op.value] = train_op(cfg, op, info, tokenizer, templates, gen, tmp / op.value,
+            report["ops"][op.value] = train_op(cfg.for_op(op), op, info, tokenizer, templates, gen, tmp / op.value,
                                                max_seq_len, progress, data_hash)
         report["total_seconds"] = round(time.perf_counter() - t0, 1)
         report["torch_threads"] = threads
