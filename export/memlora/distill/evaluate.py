@@ -13,6 +13,11 @@ outputs go through the loop's parsers, so a score here means what the loop will 
   event on the same memory (ADD: any ADD), over the larger of the two counts; averaged.
 * **answer**: LoCoMo's token ``f1`` and ``bleu1`` against the teacher's answer (normalised), and
   ``non_empty`` (share of non-empty answers).
+* every op: ``eos_rate``, the share of outputs that ended on the end-of-turn token or a stop
+  string rather than on the token budget.
+
+The runner keeps the template head's KV for the call (:meth:`ModuleRunner.prefill_with_prefix`),
+as the loop's runners do, so each prompt after the first prefills only its tail.
 """
 from __future__ import annotations
 

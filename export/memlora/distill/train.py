@@ -3,8 +3,9 @@
 For each operation the base model gets a fresh PEFT LoRA adapter, trained with the loss on the
 target tokens only (the prompt, rendered exactly as the runtime renders it, is context). The
 validation split gives a loss and the operation's own metric (:mod:`.evaluate`) every
-``eval_every`` steps; training stops early after ``patience`` evaluations without a better
-validation loss, and the best weights are kept. The held-out split is scored before training
+``eval_every`` steps; training stops early after ``patience`` evaluations without better
+weights (a higher validation parse rate where the op has one, else the same rate and a lower
+validation loss), and the best weights are kept. The held-out split is scored before training
 (the zero-initialised adapter, i.e. the base model) and after. Each adapter folder is a plain
 PEFT folder that ``memlora export`` takes unchanged, plus ``memlora_training.json`` (data hash,
 steps, metrics); ``distill_report.{json,md}`` sit beside the folders.
