@@ -138,3 +138,12 @@ def test_preset_config_overrides_keep_the_weights(tmp_path, preset_dir):
     assert json.loads((plain / "config.json").read_text())["max_position_embeddings"] == 2048
     assert (long / "model.safetensors").read_bytes() == (plain / "model.safetensors").read_bytes()
     assert json.loads((long / "memlora_preset.json").read_text())["config_overrides"] == {"max_position_embeddings": 4096}
+
+
+def test_per_op_training_options(tmp_path, preset_dir):
+    model_dir, _ = preset_dir("tiny-qwen2")
+    t = _teacher(tmp_path / "t", None)
+    cfg = DistillConfig(model=model_dir, teacher=t, out=tmp_path / "o", op_train={"update": TrainOptions(steps=7)})
+    assert cfg.for_op(Op.UPDATE).train.steps == 7 and cfg.for_op(Op.EXTRACT).train == cfg.train
+    with pytest.raises(MemloraError, match="unknown op.* summarise"):
+        DistillConfig(model=model_dir, teacher=t, out=tmp_path / "o", op_train={"summarise": TrainOptions()})
