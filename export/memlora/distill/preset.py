@@ -50,7 +50,7 @@ DISTILLED_PRESETS: dict[str, DistilledPreset] = {p.name: p for p in (
                     # still loops instead of closing the string (parse rate 0), so it trains longer.
                     op_steps={"update": 800},
                     description="tiny-qwen2 with extract/update/answer adapters distilled from LoCoMo "
-                                "(needs --data locomo10.zip; a few CPU minutes)"),
+                                "(needs --data locomo10.zip; about 16 min on a busy 2-core CPU)"),
 )}
 
 
