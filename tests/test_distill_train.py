@@ -99,6 +99,8 @@ def test_bad_input_is_one_line(tmp_path, preset_dir):
         _cfg(model_dir, t, tmp_path / "o2", op="summarise")
     with pytest.raises(MemloraError, match="no usable extract records in train.jsonl"):
         distill(_cfg(model_dir, _teacher(tmp_path / "t2", None), tmp_path / "o3", op="extract"), show_progress=False)
+    with pytest.raises(MemloraError, match="no usable answer records in validation.jsonl"):
+        distill(_cfg(model_dir, _teacher(tmp_path / "t5", None, validation=[]), tmp_path / "o5"), show_progress=False)
     with pytest.raises(MemloraError, match="must be >= 1"):
         TrainOptions(steps=0)
     long = TeacherRecord("long", Op.ANSWER, {"memories": [], "question": "q?"}, "word " * 400)
@@ -122,3 +124,26 @@ def test_cli_error_is_one_line(tmp_path, preset_dir):
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "line 1: unknown op 'summarise'" in lines[0]
     assert " -- fix: " in lines[0]
+
+
+def test_preset_config_overrides_keep_the_weights(tmp_path, preset_dir):
+    """The distilled preset's base: tiny-qwen2 with 4,096 positions, the same weights byte for byte."""
+    from memlora.distill.preset import DISTILLED_PRESETS
+    from memlora.sources.presets import write_preset
+
+    plain, _ = preset_dir("tiny-qwen2")
+    p = DISTILLED_PRESETS["tiny-qwen2-distilled"]
+    long, _ = write_preset(p.base, tmp_path / "long", p.base_config)
+    assert json.loads((long / "config.json").read_text())["max_position_embeddings"] == 4096
+    assert json.loads((plain / "config.json").read_text())["max_position_embeddings"] == 2048
+    assert (long / "model.safetensors").read_bytes() == (plain / "model.safetensors").read_bytes()
+    assert json.loads((long / "memlora_preset.json").read_text())["config_overrides"] == {"max_position_embeddings": 4096}
+
+
+def test_per_op_training_options(tmp_path, preset_dir):
+    model_dir, _ = preset_dir("tiny-qwen2")
+    t = _teacher(tmp_path / "t", None)
+    cfg = DistillConfig(model=model_dir, teacher=t, out=tmp_path / "o", op_train={"update": TrainOptions(steps=7)})
+    assert cfg.for_op(Op.UPDATE).train.steps == 7 and cfg.for_op(Op.EXTRACT).train == cfg.train
+    with pytest.raises(MemloraError, match="unknown op.* summarise"):
+        DistillConfig(model=model_dir, teacher=t, out=tmp_path / "o", op_train={"summarise": TrainOptions()})

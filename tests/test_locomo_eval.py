@@ -28,6 +28,8 @@ def test_onnx_matches_pytorch_task_level(loop_bundle, locomo_file):
     assert onnx["turns"] == 4 and onnx["questions"] == 3
     assert sorted(onnx["by_category"]) == ["1", "2", "4"]
     assert onnx["memories"] == torch_["memories"] == 4 and onnx["store_bytes"] > 0
+    # random weights: nothing parses, so every turn is stored verbatim through the fallback
+    assert onnx["turns_stored_from"] == {"raw-turn": 4} and onnx["events_applied"] == {"ADD": 4}
     assert onnx["ops"]["extract"]["calls"] == 4 and onnx["ops"]["answer"]["new_tokens_per_call"] <= 12
     assert (onnx["f1"], onnx["bleu1"]) == (torch_["f1"], torch_["bleu1"])
     assert all(ex["memories"] > 0 for ex in onnx["examples"])  # answers saw both speakers' memories

@@ -68,6 +68,7 @@ def test_remember_and_answer_with_fallback(loop_bundle):
         assert result.errors  # random weights: the extract output never parses
         assert [m.text for m in answer.memories] == ["My name is John and I love hiking."]  # FTS5/BM25 hit
         assert loop.store.history()[0].actor == "fallback"
+        assert result.stored_from == "raw-turn"  # nothing was extracted: the turn's own text
     finally:
         session.close()
 

@@ -72,6 +72,8 @@ def distill_command(
     heldout_examples: int = typer.Option(32, help="Held-out examples scored before and after (0: all)."),
     max_seq_len: Optional[int] = typer.Option(None, help="Context for prompt + target (default: the model's)."),
     max_train_examples: Optional[int] = typer.Option(None, help="Use at most this many training examples."),
+    share_prefix: bool = typer.Option(True, help="Compute the template head the examples share once per batch "
+                                                 "(the same loss; several times faster)."),
     seed: int = typer.Option(0, help="Seed for LoRA init and batch order."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     threads: int = typer.Option(1, help="CPU threads for torch (0: torch's default)."),
@@ -90,7 +92,8 @@ def distill_command(
             train=TrainOptions(learning_rate=learning_rate, steps=steps, batch_size=batch_size, eval_every=eval_every,
                                patience=patience, eval_examples=eval_examples,
                                heldout_examples=heldout_examples or None, max_seq_len=max_seq_len,
-                               max_train_examples=max_train_examples, seed=seed, device=device,
+                               max_train_examples=max_train_examples, share_prefix=share_prefix, seed=seed,
+                               device=device,
                                threads=threads or None))
         report = distill(cfg, show_progress=not quiet)
     except MemloraError as e:

@@ -13,6 +13,11 @@ outputs go through the loop's parsers, so a score here means what the loop will 
   event on the same memory (ADD: any ADD), over the larger of the two counts; averaged.
 * **answer**: LoCoMo's token ``f1`` and ``bleu1`` against the teacher's answer (normalised), and
   ``non_empty`` (share of non-empty answers).
+* every op: ``eos_rate``, the share of outputs that ended on the end-of-turn token or a stop
+  string rather than on the token budget.
+
+The runner keeps the template head's KV for the call (:meth:`ModuleRunner.prefill_with_prefix`),
+as the loop's runners do, so each prompt after the first prefills only its tail.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from ..memory.engine import GenerationSettings, eos_ids_for, generate
 from ..memory.chat import stop_strings
 from ..memory.metrics import f1_score, score
 from ..memory.parsing import Event, parse_extract, parse_update
-from ..memory.prompts import Op, Templates
+from ..memory.prompts import Op, Templates, constant_head
 from .records import TeacherRecord, prompt_text
 
 FACT_MATCH_F1 = 0.5
@@ -44,6 +49,7 @@ class ModuleRunner:
         self.adapters = ["student"]
         self.max_seq_len = max_seq_len
         self.device = next(model.parameters()).device
+        self._head: tuple[tuple[int, ...], list] | None = None
         self.reset()
 
     def set_adapter(self, name: str | None) -> None:
@@ -67,6 +73,31 @@ class ModuleRunner:
     def decode(self, token: int) -> np.ndarray:
         return self._step([token])[0]
 
+    def prefill_with_prefix(self, ids: Sequence[int], prefix_len: int) -> tuple[np.ndarray, int]:
+        """The engine's prefix reuse: keep the KV of ``ids[:prefix_len]`` and prefill only the rest.
+
+        Valid because a runner lives for one :meth:`Generator.outputs` call, while the weights
+        do not change; the kept tensors are never written (a cache update concatenates)."""
+        from transformers import DynamicCache
+
+        ids = [int(i) for i in ids]
+        prefix_len = min(int(prefix_len), len(ids) - 1)
+        head = tuple(ids[:prefix_len])
+        if prefix_len <= 0:
+            self.reset()
+            return self.prefill(ids), 0
+        reused = 0
+        if self._head is not None and self._head[0] == head:
+            self._cache = DynamicCache()
+            for i, (k, v) in enumerate(self._head[1]):
+                self._cache.update(k, v, i)
+            reused = prefix_len
+        else:
+            self.reset()
+            self.prefill(head)
+            self._head = (head, [(layer.keys, layer.values) for layer in self._cache.layers])
+        return self.prefill(ids[prefix_len:]), reused
+
     def close(self) -> None:
         self._cache = None
 
@@ -89,6 +120,12 @@ class Generator:
 
     def outputs(self, model: torch.nn.Module, records: Sequence[TeacherRecord], max_new_tokens: int,
                 max_seq_len: int | None = None) -> list[str]:
+        """Greedy outputs for ``records``, as the loop would generate them."""
+        return [r.text for r in self.results(model, records, max_new_tokens, max_seq_len)]
+
+    def results(self, model: torch.nn.Module, records: Sequence[TeacherRecord], max_new_tokens: int,
+                max_seq_len: int | None = None) -> list:
+        """:class:`~memlora.memory.engine.GenerationResult` per record (text, why it stopped)."""
         runner = ModuleRunner(model, max_seq_len)
         settings = GenerationSettings(max_new_tokens=max_new_tokens, stop=tuple(stop_strings(self.chat_format)),
                                       eos_ids=self.eos_ids)
@@ -96,7 +133,8 @@ class Generator:
         model.eval()
         try:
             return [generate(runner, self.tokenizer, "student",
-                             prompt_text(r, self.templates, self.chat_format), settings).text
+                             prompt_text(r, self.templates, self.chat_format), settings,
+                             prefix_text=constant_head(self.chat_format, self.templates[r.op]))
                     for r in records]
         finally:
             model.train(was_training)
@@ -165,8 +203,11 @@ def evaluate(gen: Generator, model: torch.nn.Module, op: Op, records: Sequence[T
              keep_examples: int = 3) -> dict[str, Any]:
     """Generate for ``records`` and score against their teacher outputs (see the module doc)."""
     t0 = time.perf_counter()
-    outs = gen.outputs(model, records, max_new_tokens, max_seq_len)
+    results = gen.results(model, records, max_new_tokens, max_seq_len)
+    outs = [r.text for r in results]
     metrics = {k: round(v, 4) for k, v in METRICS[op](records, outs).items()}
+    # Ending on the end-of-turn token (not the budget) is part of the format the adapter must learn.
+    metrics["eos_rate"] = round(sum(r.stopped_by in ("eos", "stop") for r in results) / max(len(results), 1), 4)
     return {"n": len(records), **metrics, "seconds": round(time.perf_counter() - t0, 2),
             "examples": [{"id": r.id, "teacher": r.output[:300], "student": o[:300]}
                          for r, o in list(zip(records, outs))[:keep_examples]]}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,8 @@ class TrainOptions:
     max_new_tokens: int | None = None
     """Generation budget in evaluation (default: the longest training target + 16, at most 256)."""
     max_train_examples: int | None = None
+    share_prefix: bool = True
+    """Compute the template head all examples share once per batch (same loss, several times faster)."""
     seed: int = 0
     device: Device = Device.AUTO
     threads: int | None = 1
@@ -116,6 +118,8 @@ class DistillConfig:
     train: TrainOptions = field(default_factory=TrainOptions)
     bad_lines: BadLines = BadLines.FAIL
     force: bool = False
+    op_train: dict[str, TrainOptions] = field(default_factory=dict)
+    """Per-operation replacements of ``train`` (a preset whose update op needs more steps)."""
     templates: Path | None = None
     """Prompt templates folder (default: memlora's own, which ``memlora export`` ships in the
     bundle's ``prompts/``); train with the templates the runtime will load."""
@@ -123,6 +127,9 @@ class DistillConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "op", _enum(OpChoice, self.op, "--op"))
         object.__setattr__(self, "bad_lines", _enum(BadLines, self.bad_lines, "--bad-lines"))
+        bad = [k for k in self.op_train if k not in {o.value for o in Op}]
+        if bad:
+            raise MemloraError(f"unknown op(s) {', '.join(bad)} in per-op options", fix="use extract, update, answer")
         for name in ("model", "teacher", "out"):
             object.__setattr__(self, name, Path(getattr(self, name)))
         if not self.teacher.is_dir():
@@ -132,3 +139,7 @@ class DistillConfig:
             if not (self.teacher / f"{split}.jsonl").is_file():
                 raise MemloraError(f"teacher folder has no {split}.jsonl", self.teacher,
                                    "write train.jsonl, validation.jsonl and heldout.jsonl (memlora teacher does)")
+
+    def for_op(self, op: Op) -> "DistillConfig":
+        """This run with ``op``'s own training options, if it has any."""
+        return replace(self, train=self.op_train[op.value]) if op.value in self.op_train else self

@@ -3,8 +3,9 @@
 For each operation the base model gets a fresh PEFT LoRA adapter, trained with the loss on the
 target tokens only (the prompt, rendered exactly as the runtime renders it, is context). The
 validation split gives a loss and the operation's own metric (:mod:`.evaluate`) every
-``eval_every`` steps; training stops early after ``patience`` evaluations without a better
-validation loss, and the best weights are kept. The held-out split is scored before training
+``eval_every`` steps; training stops early after ``patience`` evaluations without better
+weights (a higher validation parse rate where the op has one, else the same rate and a lower
+validation loss), and the best weights are kept. The held-out split is scored before training
 (the zero-initialised adapter, i.e. the base model) and after. Each adapter folder is a plain
 PEFT folder that ``memlora export`` takes unchanged, plus ``memlora_training.json`` (data hash,
 steps, metrics); ``distill_report.{json,md}`` sit beside the folders.
@@ -58,7 +59,7 @@ def distill(cfg: DistillConfig, show_progress: bool = True) -> dict[str, Any]:
     t0 = time.perf_counter()
     with atomic_dir(cfg.out, cfg.force) as tmp, progress_steps(show_progress) as progress:
         for op in cfg.op.ops():
-            report["ops"][op.value] = train_op(cfg, op, info, tokenizer, templates, gen, tmp / op.value,
+            report["ops"][op.value] = train_op(cfg.for_op(op), op, info, tokenizer, templates, gen, tmp / op.value,
                                                max_seq_len, progress, data_hash)
         report["total_seconds"] = round(time.perf_counter() - t0, 1)
         report["torch_threads"] = threads

@@ -64,6 +64,10 @@ class RunRecord:
     outputs: dict[str, list[str]] = field(default_factory=lambda: {"extract": [], "update": [], "answer": []})
     scores: list[tuple[int, float, float]] = field(default_factory=list)
     examples: list[dict] = field(default_factory=list)
+    stored: dict[str, int] = field(default_factory=dict)
+    """Turns by where their stored text came from (``IngestResult.stored_from``)."""
+    events: dict[str, int] = field(default_factory=dict)
+    """Store events applied while ingesting, by event (ADD, UPDATE, DELETE, NONE)."""
 
 
 def _load(data_path: str | Path, n: int):
@@ -114,7 +118,8 @@ def run_backend(bundle: Path, conversations: Sequence, backend: str, s: LocomoSe
         summary = {"backend": backend, "artifact": session.describe(), "max_seq_len": session.runner.max_seq_len,
                    "turns": turns, "questions": questions,
                    **_metrics(rec.scores), "ops": _ops(loop.stats_dict()), "memories": memories,
-                   "history_events": history, "store_bytes": store_bytes, "wall_s": round(wall, 2),
+                   "history_events": history, "turns_stored_from": rec.stored, "events_applied": rec.events,
+                   "store_bytes": store_bytes, "wall_s": round(wall, 2),
                    "examples": rec.examples}
     finally:
         session.close()
@@ -135,8 +140,11 @@ def _play(loop, conversations: Sequence, s: LocomoSettings, rec: RunRecord) -> t
         for sess in conv.sessions[: s.max_sessions]:
             for turn in sess.turns[: s.max_turns]:
                 n_update = loop.stats[Op.UPDATE].calls
-                ingest(loop, [_dialog(turn)], f"{conv.sample_id}:{turn.speaker}", at=_date(sess),
-                       today=_date(sess), raw_fallback=s.raw_fallback)
+                res = ingest(loop, [_dialog(turn)], f"{conv.sample_id}:{turn.speaker}", at=_date(sess),
+                             today=_date(sess), raw_fallback=s.raw_fallback)
+                rec.stored[res.stored_from] = rec.stored.get(res.stored_from, 0) + 1
+                for op in res.applied:
+                    rec.events[op.event.value] = rec.events.get(op.event.value, 0) + 1
                 rec.outputs["extract"].append(loop.last_raw[Op.EXTRACT])
                 if loop.stats[Op.UPDATE].calls > n_update:
                     rec.outputs["update"].append(loop.last_raw[Op.UPDATE])

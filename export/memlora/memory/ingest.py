@@ -17,10 +17,12 @@ def ingest(loop, turns: Sequence[DialogTurn], user: str, at: str | None = None, 
     facts = extracted.facts or ([turns[-1].text] if turns[-1].text.strip() else [])
     applied = loop.update(facts, user, at=at)
     errors = list(extracted.errors) + list(loop.last_errors)
+    stored_from = "model" if extracted.facts else "raw-turn"
     if not applied and errors:
         applied = loop.store.apply([UpdateOp(Event.ADD, None, f) for f in facts], user, loop.embedder,
                                    at=at, actor="fallback").applied
-    return IngestResult(facts, applied, errors)
+        stored_from = "verbatim-facts" if extracted.facts else "raw-turn"
+    return IngestResult(facts, applied, errors, stored_from)
 
 
 def remember_and_answer(loop, text: str, user: str, raw_fallback: bool = False,

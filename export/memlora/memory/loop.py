@@ -88,6 +88,10 @@ class IngestResult:
     facts: list[str]
     applied: list[AppliedOp]
     errors: list[str]
+    stored_from: str = "model"
+    """Where ``facts`` came from: ``"model"`` (extract, and update's events), ``"verbatim-facts"``
+    (extracted facts ADDed as they are: update gave nothing valid) or ``"raw-turn"`` (nothing was
+    extracted; the turn's text was stored), the last two only with a raw fallback."""
 
 
 class MemoryLoop:

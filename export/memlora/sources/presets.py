@@ -91,10 +91,13 @@ def get_preset(name: str) -> Preset:
         raise MemloraError(f"unknown preset {name!r}", fix=f"use one of: {', '.join(PRESETS)}") from None
 
 
-def write_preset(name: str, out: str | Path) -> tuple[Path, dict[str, Path]]:
+def write_preset(name: str, out: str | Path, config_overrides: dict | None = None) -> tuple[Path, dict[str, Path]]:
     """Write preset ``name`` to ``out``: ``out/model`` and ``out/adapters/<name>``.
 
-    Returns the model folder and a mapping adapter name -> PEFT folder.
+    ``config_overrides`` replace config fields that do not change the weights' shapes or draws
+    (a distilled preset's longer ``max_position_embeddings``: RoPE has no position weights), and
+    are recorded in ``memlora_preset.json``. Returns the model folder and a mapping adapter name
+    -> PEFT folder.
     """
     import torch
     import transformers
@@ -114,8 +117,9 @@ def write_preset(name: str, out: str | Path) -> tuple[Path, dict[str, Path]]:
 
     tok = train_bpe(preset.tokenizer_vocab, family.special_tokens)
     ids = {t: tok.token_to_id(t) for t in (family.bos, family.eos, family.pad)}
+    overrides = dict(config_overrides or {})
     config = getattr(transformers, family.config_class)(
-        **preset.config, bos_token_id=ids[family.bos], eos_token_id=ids[family.eos], pad_token_id=ids[family.pad])
+        **(preset.config | overrides), bos_token_id=ids[family.bos], eos_token_id=ids[family.eos], pad_token_id=ids[family.pad])
 
     torch.manual_seed(preset.seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation=family.attn_implementation)
@@ -126,7 +130,8 @@ def write_preset(name: str, out: str | Path) -> tuple[Path, dict[str, Path]]:
     model.to(torch.float32)
     PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=family.bos, eos_token=family.eos,
                             pad_token=family.pad).save_pretrained(model_dir)
-    (model_dir / "memlora_preset.json").write_text(json.dumps({"preset": name, "seed": preset.seed}))
+    (model_dir / "memlora_preset.json").write_text(json.dumps(
+        {"preset": name, "seed": preset.seed} | ({"config_overrides": overrides} if overrides else {})))
 
     paths: dict[str, Path] = {}
     for i, ap in enumerate(preset.adapters):
