@@ -220,7 +220,12 @@ class StaticKVDecoder(nn.Module):
         return mask
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
-        seq = tokens.shape[1]
+        return self.decode(input_pos, tokens.shape[1], lambda: self.model.model.embed_tokens(tokens))
+
+    def decode(self, input_pos: torch.Tensor, seq: int, embed) -> torch.Tensor:
+        """One step over ``seq`` new positions from ``input_pos``; ``embed()`` gives their input
+        embeddings ``[1, seq, D]`` (token ids through the table, or embeddings as given), called
+        after the position-only tensors so their ops come first in the graph."""
         body = self.model.model
         positions = input_pos[:1] + torch.arange(seq, dtype=input_pos.dtype)
         start = None
@@ -234,7 +239,7 @@ class StaticKVDecoder(nn.Module):
                       torch.index_select(getattr(self, f"rope_sin_{lt}"), 0, positions))
                  for lt in dict.fromkeys(self.layer_types)}
         masks = {w: self._mask(positions, w) for w, k in zip(self.windows, self.kinds) if k == "math"}
-        hidden = body.embed_tokens(tokens)
+        hidden = embed()
         for i, layer in enumerate(body.layers[: self.config.num_hidden_layers]):
             lt, window = self.layer_types[i], self.windows[i]
             mask = masks[window] if self.kinds[i] == "math" else None

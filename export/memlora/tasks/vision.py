@@ -233,30 +233,7 @@ def static_embeds_decoder(task: VisionTask, max_seq_len: int, attention: str = "
 
     class EmbedsStaticDecoder(StaticKVDecoder):
         def forward(self, inputs_embeds: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
-            seq = inputs_embeds.shape[1]
-            body = self.model.model
-            positions = input_pos[:1] + torch.arange(seq, dtype=input_pos.dtype)
-            start = None
-            if "custom" in self.kinds:
-                start = input_pos[0].item()
-                torch._check_is_size(start)
-                torch._check(start + seq <= self.max_seq_len)
-            ropes = {lt: (torch.index_select(getattr(self, f"rope_cos_{lt}"), 0, positions),
-                          torch.index_select(getattr(self, f"rope_sin_{lt}"), 0, positions))
-                     for lt in dict.fromkeys(self.layer_types)}
-            masks = {w: self._mask(positions, w) for w, k in zip(self.windows, self.kinds) if k == "math"}
-            hidden = inputs_embeds
-            for i, layer in enumerate(body.layers[: self.config.num_hidden_layers]):
-                lt, window = self.layer_types[i], self.windows[i]
-                mask = masks[window] if self.kinds[i] == "math" else None
-                hidden = layer(hidden, attention_mask=mask, position_embeddings=ropes[lt], position_ids=None,
-                               past_key_values=None, memlora_start=start, memlora_positions=positions)
-                if isinstance(hidden, tuple):
-                    hidden = hidden[0]
-            logits = self.model.lm_head(body.norm(hidden))
-            if self.final_softcap is not None:
-                logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
-            return logits
+            return self.decode(input_pos, inputs_embeds.shape[1], lambda: inputs_embeds)
 
     view = copy.deepcopy(LanguageModelView(task))
     return EmbedsStaticDecoder(view, max_seq_len, attention).eval()
