@@ -221,13 +221,55 @@ def test_text_only_bundle_asked_for_an_image(tmp_path):
         open_vision(tmp_path)
 
 
-def test_gemma3_on_executorch_is_refused_up_front(vlm_task):
-    from memlora.core.errors import MemloraError
-    from memlora.backends.executorch.vision import check_supported
+def test_gemma3_marker_column_makes_each_image_call_a_block_and_text_chunks_causal(vlm_task):
+    """The ExecuTorch text_decoder as the stock runner calls it (text, the image alone, text), in
+    torch: marked image rows match HF; unmarked (a length rule's view) they do not; and a text chunk
+    exactly as long as an image stays causal (equal to HF's text-only forward)."""
+    import torch
+    from tokenizers import Tokenizer
 
-    task, _ = vlm_task("tiny-gemma3-vl")
-    with pytest.raises(MemloraError, match="bidirectional.*fix: export this family with --backend onnx"):
-        check_supported(task)
+    from memlora.tasks.lora import fused
+    from memlora.tasks.vision import static_embeds_decoder
+    from memlora.vision.images import make_sample
+    from memlora.vision.parity import merge, torch_embed, torch_features
+    from memlora.vision.preprocess import expand_prompt
+    from memlora.vision.reference import VisionTorchRunner, image_trace
+
+    task, adapters = vlm_task("tiny-gemma3-vl")
+    c = task.contract
+    tok = Tokenizer.from_file(str(task.info.tokenizer_file))
+    s = make_sample(5, c.tile, "colour")
+    ids = expand_prompt(tok.encode("Look:").ids, tok.encode(" " + s.question).ids, c)
+    ref = VisionTorchRunner(task.info.path, {"vqa": adapters["vqa"]}, task.family, c)
+    ref_logits, _ = image_trace(ref, "vqa", ids, s.image, 1)
+    emb = torch.from_numpy(merge(torch_embed(task, ids), ids, torch_features(task, s.image), c.image_token_id))
+    first = ids.index(c.image_token_id)
+    last = first + c.tokens_per_image
+    with fused(task.model, task.adapters["vqa"]):
+        dec = static_embeds_decoder(task, 96, image_marker=True)
+
+    def calls(chunks) -> np.ndarray:
+        rows = []
+        for lo, hi, flag in chunks:
+            x = torch.cat([emb[lo:hi], torch.full((hi - lo, 1), float(flag))], 1)[None]
+            with torch.no_grad():
+                rows.append(dec(x, torch.tensor([lo]))[0])
+        return torch.cat(rows).numpy()
+
+    assert np.abs(calls([(0, first, 0), (first, last, 1), (last, len(ids), 0)]) - ref_logits).max() <= 1e-4
+    # negative control: the same image rows unmarked are causal, which Gemma3 is not
+    assert np.abs(calls([(0, first, 0), (first, last, 0), (last, len(ids), 0)]) - ref_logits).max() > 1e-2
+    # a text chunk of exactly tokens_per_image tokens carries 0s: causal, as HF's text-only forward
+    text = tok.encode("Caroline went to the support group on Tuesday and then painted a lake at dawn").ids
+    text = (text * c.tokens_per_image)[: c.tokens_per_image]
+    assert c.image_token_id not in text
+    ref.set_adapter("vqa")
+    want = ref.prefill(text)
+    x = torch.cat([torch.from_numpy(torch_embed(task, text)), torch.zeros(len(text), 1)], 1)[None]
+    with torch.no_grad():
+        got = dec(x, torch.tensor([0]))[0].numpy()
+    assert np.abs(got - want).max() <= 1e-4
+    ref.close()
 
 
 # --- export chains (slow) -----------------------------------------------------------------------------

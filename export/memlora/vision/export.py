@@ -140,8 +140,6 @@ def run_vision_export(opts, show_progress: bool = True) -> dict:
         with steps(show_progress) as progress:
             job = progress.add_task("load model", total=None)
             task = build_vision_task(info, adapters)
-            if BackendName.EXECUTORCH in modules:
-                modules[BackendName.EXECUTORCH].check_supported(task)
             c = task.contract
             manifest = _manifest(info, task, record)
             shutil.copy(info.tokenizer_file, tmp / "tokenizer.json")

@@ -122,6 +122,7 @@ def convert_decoder(job: ExportJob, adapter=None, embeds: bool = False):
     import torch
 
     from ...tasks.coreml_decoder import CoreMLDecoder, CoreMLEmbedsDecoder, make_causal_mask
+    from ...tasks.delegable import tanh_gelu_written_out
 
     task, spec, target = job.task, job.spec, job.spec.coreml.deployment_target
     n = spec.max_seq_len
@@ -133,7 +134,8 @@ def convert_decoder(job: ExportJob, adapter=None, embeds: bool = False):
         T, E = torch.export.Dim("tokens", min=1, max=n), torch.export.Dim("cache_end", min=1, max=n)
         x = torch.randn(1, 3, hidden) if embeds else torch.tensor([[1, 2, 3]])
         example = (x, torch.tensor([[2, 3, 4]]), torch.from_numpy(make_causal_mask(2, 3)))
-        with torch.no_grad():
+        with torch.no_grad(), tanh_gelu_written_out(wrapper) as n_gelu:
+            job.meta["gelu_tanh_explicit"] = n_gelu
             try:
                 program = torch.export.export(
                     wrapper, example, dynamic_shapes={first: {1: T}, "position_ids": {1: T},

@@ -41,12 +41,14 @@ def vision_adapters(task) -> list[str]:
 
 
 def _export_program(job: ExportJob, module, example, dynamic):
+    """``torch.export`` with tanh-GELU written out (coremltools would make it exact GELU)."""
     import torch
 
+    from ...tasks.delegable import tanh_gelu_written_out
     from .export import _FIX
 
     try:
-        with torch.no_grad():
+        with torch.no_grad(), tanh_gelu_written_out(module):
             return torch.export.export(module, example, dynamic_shapes=dynamic).run_decompositions({})
     except Exception as e:  # torch.export raises many types
         raise job.fail("torch.export", e, _FIX) from None
