@@ -119,26 +119,37 @@ def test_numpy_preprocess_matches_hf_processor_and_wrapper_matches_get_image_fea
     assert np.abs(other - hf).max() > 1e-2
 
 
-@pytest.mark.parametrize("name", VISION_PRESETS)
-def test_embeddings_decoder_matches_hf_forward_and_gemma3_needs_its_mask(vlm_task, name):
-    import torch
+def _image_prompt(vlm_task, name: str, seed: int, kind: str):
+    """A one-image vqa prompt on preset ``name``: (task, contract, tokenizer, ids, the HF reference
+    runner (vqa), its prompt logits, the merged embeddings [P, D] as NumPy)."""
     from tokenizers import Tokenizer
 
-    from memlora.tasks.lora import fused
-    from memlora.tasks.vision import EmbedsKVDecoder, additive_mask
     from memlora.vision.images import make_sample
     from memlora.vision.parity import merge, torch_embed, torch_features
-    from memlora.vision.preprocess import expand_prompt, image_blocks
+    from memlora.vision.preprocess import expand_prompt
     from memlora.vision.reference import VisionTorchRunner, image_trace
 
     task, adapters = vlm_task(name)
     c = task.contract
     tok = Tokenizer.from_file(str(task.info.tokenizer_file))
-    s = make_sample(5, c.tile, "colour")
+    s = make_sample(seed, c.tile, kind)
     ids = expand_prompt(tok.encode("Look:").ids, tok.encode(" " + s.question).ids, c)
     ref = VisionTorchRunner(task.info.path, {"vqa": adapters["vqa"]}, task.family, c)
     ref_logits, _ = image_trace(ref, "vqa", ids, s.image, 1)
     emb = merge(torch_embed(task, ids), ids, torch_features(task, s.image), c.image_token_id)
+    return task, c, tok, ids, ref, ref_logits, emb
+
+
+@pytest.mark.parametrize("name", VISION_PRESETS)
+def test_embeddings_decoder_matches_hf_forward_and_gemma3_needs_its_mask(vlm_task, name):
+    import torch
+
+    from memlora.tasks.lora import fused
+    from memlora.tasks.vision import EmbedsKVDecoder, additive_mask
+    from memlora.vision.preprocess import image_blocks
+
+    task, c, _, ids, ref, ref_logits, emb = _image_prompt(vlm_task, name, 5, "colour")
+    ref.close()
     past = [(torch.zeros(1, task.kv_heads, 0, task.head_dim),) * 2 for _ in range(task.num_layers)]
 
     def run(blocks):
@@ -226,23 +237,13 @@ def test_gemma3_marker_column_makes_each_image_call_a_block_and_text_chunks_caus
     torch: marked image rows match HF; unmarked (a length rule's view) they do not; and a text chunk
     exactly as long as an image stays causal (equal to HF's text-only forward)."""
     import torch
-    from tokenizers import Tokenizer
 
     from memlora.tasks.lora import fused
     from memlora.tasks.vision import static_embeds_decoder
-    from memlora.vision.images import make_sample
-    from memlora.vision.parity import merge, torch_embed, torch_features
-    from memlora.vision.preprocess import expand_prompt
-    from memlora.vision.reference import VisionTorchRunner, image_trace
+    from memlora.vision.parity import torch_embed
 
-    task, adapters = vlm_task("tiny-gemma3-vl")
-    c = task.contract
-    tok = Tokenizer.from_file(str(task.info.tokenizer_file))
-    s = make_sample(5, c.tile, "colour")
-    ids = expand_prompt(tok.encode("Look:").ids, tok.encode(" " + s.question).ids, c)
-    ref = VisionTorchRunner(task.info.path, {"vqa": adapters["vqa"]}, task.family, c)
-    ref_logits, _ = image_trace(ref, "vqa", ids, s.image, 1)
-    emb = torch.from_numpy(merge(torch_embed(task, ids), ids, torch_features(task, s.image), c.image_token_id))
+    task, c, tok, ids, ref, ref_logits, emb = _image_prompt(vlm_task, "tiny-gemma3-vl", 5, "colour")
+    emb = torch.from_numpy(emb)
     first = ids.index(c.image_token_id)
     last = first + c.tokens_per_image
     with fused(task.model, task.adapters["vqa"]):
@@ -276,24 +277,14 @@ def test_coreml_vqa_wrapper_matches_hf_with_the_image_block_mask(vlm_task):
     """What the Core ML ``vqa`` function is converted from (fast; the conversion itself is slow):
     the stateful decoder on embeddings, Gemma3's block mask fed in, vs HF; causal mask as control."""
     import torch
-    from tokenizers import Tokenizer
 
     from memlora.tasks.coreml_decoder import CoreMLEmbedsDecoder
     from memlora.tasks.vision import additive_mask, as_decoder_task
-    from memlora.vision.images import make_sample
-    from memlora.vision.parity import merge, torch_embed, torch_features
-    from memlora.vision.preprocess import expand_prompt, image_blocks
-    from memlora.vision.reference import VisionTorchRunner, image_trace
+    from memlora.vision.preprocess import image_blocks
 
-    task, adapters = vlm_task("tiny-gemma3-vl")
-    c = task.contract
-    tok = Tokenizer.from_file(str(task.info.tokenizer_file))
-    s = make_sample(3, c.tile, "shape")
-    ids = expand_prompt(tok.encode("Look:").ids, tok.encode(" " + s.question).ids, c)
-    ref = VisionTorchRunner(task.info.path, {"vqa": adapters["vqa"]}, task.family, c)
-    ref_logits, _ = image_trace(ref, "vqa", ids, s.image, 1)
+    task, c, _, ids, ref, ref_logits, emb = _image_prompt(vlm_task, "tiny-gemma3-vl", 3, "shape")
     ref.close()
-    emb = torch.from_numpy(merge(torch_embed(task, ids), ids, torch_features(task, s.image), c.image_token_id))[None]
+    emb = torch.from_numpy(emb)[None]
     dtask = as_decoder_task(task, ["vqa"])
     n = len(ids)
 
