@@ -147,7 +147,8 @@ def export_artifacts(task, spec: ExportSpec, out_dir: Path) -> list[Artifact]:
             tjob.meta["shared_package_with"] = "vision-language artifact (functions " + ", ".join(functions.values()) + ")"
             tjob.meta["single_package_bytes"] = {n: package_bytes(p) for n, p in singles.items()}
             tjob.meta["package_bytes"], tjob.meta["weight_bytes"] = package_bytes(package), weight_bytes(package)
-            out.append(tjob)
+            if text_names:  # (with no vqa adapter every adapter is an embeddings function)
+                out.append(tjob)
     vjob.meta["file_bytes"] = {role: package_bytes(vjob.out / rel) for role, rel in vjob.files.items()}
     return [job.artifact() for job in out]
 
