@@ -60,7 +60,7 @@ def _programs(task, spec: ExportSpec, adapter=None):
     """torch.export of the three methods (LoRA baked into the decoder when ``adapter`` is given)."""
     import torch
 
-    from ...tasks.delegable import delegable_activations, delegable_norms
+    from ...tasks.delegable import delegable_activations, delegable_norms, tanh_gelu_written_out
     from ...tasks.lora import bake_adapter
     from .export import _quantize
     from ...tasks.vision import Marked, TokenEmbedding, VisionEncoder, remap_adapter, static_embeds_decoder
@@ -83,7 +83,10 @@ def _programs(task, spec: ExportSpec, adapter=None):
         info["quantized_linears"] = _quantize(dec, spec)
     eps = {}
     with torch.no_grad():
-        eps["vision_encoder"] = torch.export.export(encoder, (px,), strict=False)
+        # XNNPACK's GELU ignores approximate="tanh" (SigLIP towers use it): written out, as in the decoder
+        with tanh_gelu_written_out(encoder) as n_gelu:
+            eps["vision_encoder"] = torch.export.export(encoder, (px,), strict=False)
+        info["vision_gelu_tanh_explicit"] = n_gelu
         eps["token_embedding"] = torch.export.export(embedding, (torch.zeros(1, 3, dtype=torch.long),),
                                                      dynamic_shapes=({1: seq},), strict=True)
         width = task.hidden_size + int(marker)
