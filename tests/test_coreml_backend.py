@@ -197,3 +197,34 @@ def test_multifunction_package_within_115_percent_at_small_size(tmp_path, monkey
     assert set(meta["functions"]) == {"base", "extract", "update", "answer"}
     assert meta["package_bytes"] <= 1.15 * single
     assert meta["package_bytes"] < 0.4 * sum(meta["single_package_bytes"].values())
+
+
+# --- tanh-GELU (Gemma, SigLIP) ---------------------------------------------------------------------
+
+def test_tanh_gelu_is_written_out_because_coremltools_makes_it_exact(tmp_path):
+    """coremltools converts ``gelu(approximate="tanh")`` to MIL gelu mode EXACT (the negative control
+    here); written out for the conversion it matches torch, and the original module comes back."""
+    import torch
+
+    from memlora.backends.coreml.mil import MilFunction, load_program
+    from memlora.tasks.delegable import TanhGELU, tanh_gelu_written_out
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.GELU(approximate="tanh")).eval()
+    x = torch.randn(1, 4, 16) * 4
+
+    def convert(name: str) -> float:
+        with torch.no_grad():
+            ep = torch.export.export(net, (x,)).run_decompositions({})
+        model = ct.convert(ep, inputs=[ct.TensorType("x", shape=(1, 4, 16), dtype=np.float32)],
+                           outputs=[ct.TensorType("y", dtype=np.float32)], minimum_deployment_target=ct.target.iOS18,
+                           compute_precision=ct.precision.FLOAT32, convert_to="mlprogram", skip_model_load=True)
+        model.save(str(tmp_path / name))
+        got = MilFunction(load_program(tmp_path / name), "main").run({"x": x.numpy()})["y"]
+        return float(np.abs(got - net(x).detach().numpy()).max())
+
+    assert convert("as-is.mlpackage") > 1e-4
+    with tanh_gelu_written_out(net) as n:
+        assert n == 1 and isinstance(net[1], TanhGELU)
+        assert convert("written-out.mlpackage") <= 1e-5
+    assert isinstance(net[1], torch.nn.GELU)

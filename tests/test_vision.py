@@ -119,26 +119,37 @@ def test_numpy_preprocess_matches_hf_processor_and_wrapper_matches_get_image_fea
     assert np.abs(other - hf).max() > 1e-2
 
 
-@pytest.mark.parametrize("name", VISION_PRESETS)
-def test_embeddings_decoder_matches_hf_forward_and_gemma3_needs_its_mask(vlm_task, name):
-    import torch
+def _image_prompt(vlm_task, name: str, seed: int, kind: str):
+    """A one-image vqa prompt on preset ``name``: (task, contract, tokenizer, ids, the HF reference
+    runner (vqa), its prompt logits, the merged embeddings [P, D] as NumPy)."""
     from tokenizers import Tokenizer
 
-    from memlora.tasks.lora import fused
-    from memlora.tasks.vision import EmbedsKVDecoder, additive_mask
     from memlora.vision.images import make_sample
     from memlora.vision.parity import merge, torch_embed, torch_features
-    from memlora.vision.preprocess import expand_prompt, image_blocks
+    from memlora.vision.preprocess import expand_prompt
     from memlora.vision.reference import VisionTorchRunner, image_trace
 
     task, adapters = vlm_task(name)
     c = task.contract
     tok = Tokenizer.from_file(str(task.info.tokenizer_file))
-    s = make_sample(5, c.tile, "colour")
+    s = make_sample(seed, c.tile, kind)
     ids = expand_prompt(tok.encode("Look:").ids, tok.encode(" " + s.question).ids, c)
     ref = VisionTorchRunner(task.info.path, {"vqa": adapters["vqa"]}, task.family, c)
     ref_logits, _ = image_trace(ref, "vqa", ids, s.image, 1)
     emb = merge(torch_embed(task, ids), ids, torch_features(task, s.image), c.image_token_id)
+    return task, c, tok, ids, ref, ref_logits, emb
+
+
+@pytest.mark.parametrize("name", VISION_PRESETS)
+def test_embeddings_decoder_matches_hf_forward_and_gemma3_needs_its_mask(vlm_task, name):
+    import torch
+
+    from memlora.tasks.lora import fused
+    from memlora.tasks.vision import EmbedsKVDecoder, additive_mask
+    from memlora.vision.preprocess import image_blocks
+
+    task, c, _, ids, ref, ref_logits, emb = _image_prompt(vlm_task, name, 5, "colour")
+    ref.close()
     past = [(torch.zeros(1, task.kv_heads, 0, task.head_dim),) * 2 for _ in range(task.num_layers)]
 
     def run(blocks):
@@ -221,26 +232,85 @@ def test_text_only_bundle_asked_for_an_image(tmp_path):
         open_vision(tmp_path)
 
 
-def test_gemma3_on_executorch_is_refused_up_front(vlm_task):
-    from memlora.core.errors import MemloraError
-    from memlora.backends.executorch.vision import check_supported
+def test_gemma3_marker_column_makes_each_image_call_a_block_and_text_chunks_causal(vlm_task):
+    """The ExecuTorch text_decoder as the stock runner calls it (text, the image alone, text), in
+    torch: marked image rows match HF; unmarked (a length rule's view) they do not; and a text chunk
+    exactly as long as an image stays causal (equal to HF's text-only forward)."""
+    import torch
 
-    task, _ = vlm_task("tiny-gemma3-vl")
-    with pytest.raises(MemloraError, match="bidirectional.*fix: export this family with --backend onnx"):
-        check_supported(task)
+    from memlora.tasks.lora import fused
+    from memlora.tasks.vision import static_embeds_decoder
+    from memlora.vision.parity import torch_embed
+
+    task, c, tok, ids, ref, ref_logits, emb = _image_prompt(vlm_task, "tiny-gemma3-vl", 5, "colour")
+    emb = torch.from_numpy(emb)
+    first = ids.index(c.image_token_id)
+    last = first + c.tokens_per_image
+    with fused(task.model, task.adapters["vqa"]):
+        dec = static_embeds_decoder(task, 96, image_marker=True)
+
+    def calls(chunks) -> np.ndarray:
+        rows = []
+        for lo, hi, flag in chunks:
+            x = torch.cat([emb[lo:hi], torch.full((hi - lo, 1), float(flag))], 1)[None]
+            with torch.no_grad():
+                rows.append(dec(x, torch.tensor([lo]))[0])
+        return torch.cat(rows).numpy()
+
+    assert np.abs(calls([(0, first, 0), (first, last, 1), (last, len(ids), 0)]) - ref_logits).max() <= 1e-4
+    # negative control: the same image rows unmarked are causal, which Gemma3 is not
+    assert np.abs(calls([(0, first, 0), (first, last, 0), (last, len(ids), 0)]) - ref_logits).max() > 1e-2
+    # a text chunk of exactly tokens_per_image tokens carries 0s: causal, as HF's text-only forward
+    text = tok.encode("Caroline went to the support group on Tuesday and then painted a lake at dawn").ids
+    text = (text * c.tokens_per_image)[: c.tokens_per_image]
+    assert c.image_token_id not in text
+    ref.set_adapter("vqa")
+    want = ref.prefill(text)
+    x = torch.cat([torch.from_numpy(torch_embed(task, text)), torch.zeros(len(text), 1)], 1)[None]
+    with torch.no_grad():
+        got = dec(x, torch.tensor([0]))[0].numpy()
+    assert np.abs(got - want).max() <= 1e-4
+    ref.close()
+
+
+def test_coreml_vqa_wrapper_matches_hf_with_the_image_block_mask(vlm_task):
+    """What the Core ML ``vqa`` function is converted from (fast; the conversion itself is slow):
+    the stateful decoder on embeddings, Gemma3's block mask fed in, vs HF; causal mask as control."""
+    import torch
+
+    from memlora.tasks.coreml_decoder import CoreMLEmbedsDecoder
+    from memlora.tasks.vision import additive_mask, as_decoder_task
+    from memlora.vision.preprocess import image_blocks
+
+    task, c, _, ids, ref, ref_logits, emb = _image_prompt(vlm_task, "tiny-gemma3-vl", 3, "shape")
+    ref.close()
+    emb = torch.from_numpy(emb)[None]
+    dtask = as_decoder_task(task, ["vqa"])
+    n = len(ids)
+
+    def run(blocks) -> np.ndarray:
+        dec = CoreMLEmbedsDecoder(dtask, 64, dtask.adapters["vqa"], split_cache=True).eval()
+        try:
+            with torch.no_grad():
+                return dec(emb, torch.arange(n)[None], torch.from_numpy(additive_mask(range(n), n, blocks)))[0].numpy()
+        finally:
+            dec.release()
+
+    assert np.abs(run(image_blocks(ids, c)) - ref_logits).max() <= 1e-4
+    assert np.abs(run(None) - ref_logits).max() > 1e-2
 
 
 # --- export chains (slow) -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def smolvlm_bundle(tmp_path_factory):
-    """``memlora export --model tiny-smolvlm`` on ONNX + ExecuTorch, external + fused, with parity."""
+    """``memlora export --model tiny-smolvlm`` on ONNX, ExecuTorch and Core ML, external + fused, with parity."""
     from memlora.core.config import AdapterMode, BackendName
     from memlora.export import ExportOptions, run_export
 
     out = tmp_path_factory.mktemp("vlm") / "smolvlm"
     manifest = run_export(ExportOptions(out=out, model="tiny-smolvlm",
-                                        backends=[BackendName.ONNX, BackendName.EXECUTORCH],
+                                        backends=[BackendName.ONNX, BackendName.EXECUTORCH, BackendName.COREML],
                                         adapter_modes=[AdapterMode.EXTERNAL, AdapterMode.FUSED], max_seq_len=128,
                                         parity_tokens=16), show_progress=False)
     return out, manifest
@@ -252,7 +322,7 @@ def test_smolvlm_bundle_parity_per_graph_and_negative_controls(smolvlm_bundle):
     assert manifest["model"]["kind"] == "vision-language"
     vis = [a for a in manifest["artifacts"] if a["meta"].get("kind") == "vision-language"]
     assert {(a["backend"], a["adapter_mode"]) for a in vis} == {
-        ("onnx", "external"), ("onnx", "fused"), ("executorch", "external"), ("executorch", "fused")}
+        (b, m) for b in ("onnx", "executorch", "coreml") for m in ("external", "fused")}
     for a in manifest["artifacts"]:
         assert a["parity"]["passed"], (a["backend"], a["adapter_mode"], a["parity"].get("failures"))
     for a in vis:
@@ -265,38 +335,74 @@ def test_smolvlm_bundle_parity_per_graph_and_negative_controls(smolvlm_bundle):
     et_text = next(a for a in manifest["artifacts"] if a["backend"] == "executorch"
                    and a["adapter_mode"] == "external" and a["meta"].get("kind") == "text")
     assert et_text["adapters"] == ["extract", "update", "answer"] and "foundation" in et_text["files"]
+    # Core ML external: one multifunction package holds the text functions and embed + vqa
+    cm = {a["meta"].get("kind"): a for a in manifest["artifacts"] if a["backend"] == "coreml"
+          and a["adapter_mode"] == "external"}
+    assert cm["text"]["files"]["model"] == cm["vision-language"]["files"]["model"]
+    assert set(cm["text"]["meta"]["functions"]) == {"base", "extract", "update", "answer"}
+    assert set(cm["vision-language"]["meta"]["functions"]) == {"embed", "vqa"}
+    assert cm["vision-language"]["parity"]["numerics"] == "mil-numpy"
+    singles = cm["text"]["meta"]["single_package_bytes"]
+    assert cm["text"]["meta"]["package_bytes"] < sum(singles.values()) / 2  # base weights stored once
     et = next(a for a in vis if a["backend"] == "executorch")
     assert et["adapters"] == ["vqa"]
     assert et["meta"]["constant_methods"]["get_tokens_per_image"] == 16
     assert set(et["meta"]["delegation"]) == {"vision_encoder", "token_embedding", "text_decoder"}
 
 
-@pytest.mark.slow
-def test_stock_multimodal_runner_matches_reference_greedy(smolvlm_bundle, tmp_path):
-    from memlora.vision.runtime import open_vision
-    from memlora.backends.executorch.stock_runner import expected_ids, parse_ids, stock_generate, write_id_tokenizer
-
-    out, manifest = smolvlm_bundle
-    conf = json.loads((out / "conformance.json").read_text())["vision"]
-    case = conf["cases"][0]
-    session = open_vision(out, "onnx")
+def _stock_runner_ids(out: Path, manifest: dict, tmp_path: Path) -> tuple[list[int], list[int], object, dict]:
+    """The first conformance case through the stock MultimodalRunner (fused vqa program):
+    (runner ids, expected ids, the contract, the case)."""
     from PIL import Image
 
+    from memlora.backends.executorch.stock_runner import expected_ids, parse_ids, stock_generate, write_id_tokenizer
+    from memlora.vision.preprocess import contract_from_json, pixels
+
+    case = json.loads((out / "conformance.json").read_text())["vision"]["cases"][0]
+    c = contract_from_json(json.loads((out / "vision/preprocess.json").read_text()))
     image = np.asarray(Image.open(out / case["png"]).convert("RGB"))
-    c = session.contract
     ids = case["prompt_ids"]
     first = ids.index(c.image_token_id) - len(c.before_ids)
     last = first + len(c.expansion_ids())
-    et = next(a for a in manifest["artifacts"] if a["backend"] == "executorch" and a["adapter_mode"] == "fused")
+    et = next(a for a in manifest["artifacts"] if a["backend"] == "executorch" and a["adapter_mode"] == "fused"
+              and a["meta"].get("kind") == "vision-language")
     vocab = manifest["model"]["vocab_size"]
-    from memlora.vision.preprocess import pixels
-
+    # the runner's calls: text up to the image, the image alone, text after (as an app sends them)
     got = parse_ids(stock_generate(out / et["files"]["model:vqa"], write_id_tokenizer(vocab, tmp_path / "ids.json"),
                                    ids[:first] + list(c.before_ids), pixels(image, c),
                                    list(c.after_ids) + ids[last:], 16))
-    assert got == expected_ids(case["greedy_ids"], [manifest["model"]["eos_token_id"]])
+    return got, expected_ids(case["greedy_ids"], [manifest["model"]["eos_token_id"]]), image, case
+
+
+@pytest.mark.slow
+def test_stock_multimodal_runner_matches_reference_greedy(smolvlm_bundle, tmp_path):
+    from memlora.vision.runtime import open_vision
+
+    out, manifest = smolvlm_bundle
+    got, want, image, case = _stock_runner_ids(out, manifest, tmp_path)
+    assert got == want
     # and memlora's own Python app loop over the ONNX graphs says the same
-    assert session.ask(image, case["question"])[: len(got)] == got
+    assert open_vision(out, "onnx").ask(image, case["question"])[: len(got)] == got
+
+
+@pytest.mark.slow
+def test_gemma3_on_executorch_stock_runner_with_its_image_blocks(tmp_path):
+    """Gemma3 (bidirectional image blocks) through the marker column: parity per graph, the
+    causal-mask control far off, and the stock runner's greedy ids equal to the reference's."""
+    from memlora.core.config import AdapterMode, BackendName
+    from memlora.export import ExportOptions, run_export
+
+    out = tmp_path / "g3"
+    manifest = run_export(ExportOptions(out=out, model="tiny-gemma3-vl", backends=[BackendName.EXECUTORCH],
+                                        adapter_modes=[AdapterMode.FUSED], max_seq_len=128, parity_tokens=8),
+                          show_progress=False)
+    vis = next(a for a in manifest["artifacts"] if a["meta"].get("kind") == "vision-language")
+    p = vis["parity"]
+    assert p["passed"], p["failures"]
+    assert vis["meta"]["constant_methods"]["get_image_marker"] == 1
+    assert p["decoder"]["vqa"]["neg_causal_mask_max_abs"] > 1e-2 and p["decoder"]["vqa"]["end_to_end_max_abs"] <= 1e-4
+    got, want, _, _ = _stock_runner_ids(out, manifest, tmp_path)
+    assert got == want
 
 
 @pytest.mark.slow
@@ -335,17 +441,34 @@ def test_onnx_bundle_other_families(tmp_path, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,precision", [("tiny-smolvlm", "fp32"), ("tiny-gemma3-vl", "fp16")])
-def test_coreml_vision_package_checked_by_the_mil_evaluator(vlm_task, tmp_path, name, precision):
+@pytest.mark.parametrize("name,precision", [("tiny-gemma3-vl", "fp32"), ("tiny-internvl", "fp16")])
+def test_coreml_vision_functions_checked_by_the_mil_evaluator(vlm_task, tmp_path, name, precision):
+    """Core ML fused (vision.mlpackage + vqa.mlpackage with embed and vqa): every graph's parity
+    through memlora's MIL evaluator, Gemma3 with its image-block mask (and the causal control)."""
     from memlora.core.config import ExportSpec
     from memlora.backends.coreml import vision as coreml_export
+    from memlora.export import prompt_ids
+    from memlora.vision.export import VQA_PROMPT, artifact_vision_parity
     from memlora.vision.images import make_samples
+    from memlora.vision.preprocess import expand_prompt
+    from memlora.vision.reference import VisionTorchRunner
+    from tokenizers import Tokenizer
 
-    task, _ = vlm_task(name)
-    art = coreml_export.export(task, ExportSpec("coreml", precision=precision), tmp_path)
-    p = coreml_export.encoder_parity(task, art, tmp_path, make_samples(2, task.contract.tile, seed=1))
+    task, adapters = vlm_task(name)
+    c = task.contract
+    art = coreml_export.export(task, ExportSpec("coreml", adapter_mode="fused", precision=precision, max_seq_len=96),
+                               tmp_path)
+    assert set(art.meta["functions"]) == {"embed", "vqa"} and art.meta["numerics"] == "mil-numpy"
+    ref = VisionTorchRunner(task.info.path, adapters, task.family, c)
+    tok = Tokenizer.from_file(str(task.info.tokenizer_file))
+    samples = make_samples(2, c.tile, seed=1)
+    prompts = [expand_prompt(tok.encode(VQA_PROMPT[0]).ids, tok.encode(" " + s.question).ids, c) for s in samples]
+    p = artifact_vision_parity(coreml_export, art, tmp_path, task, ref, samples, prompts,
+                               prompt_ids(task.info.tokenizer_file)[:1], 4)
     assert p["passed"], p["failures"]
     assert p["encoder"]["negative_control_max_rel"] > 0.1
+    if c.bidirectional_image:
+        assert p["decoder"]["vqa"]["neg_causal_mask_max_abs"] > 1e-2
 
 
 @pytest.mark.slow

@@ -50,7 +50,7 @@ class Backend:
     extra: str | None = None
 
     #: the module with this backend's vision-language side (``export``, ``load``, and optionally
-    #: ``check_supported`` / ``encoder_parity``), see ``memlora.vision``; None: text only.
+    #: ``export_artifacts``), see ``memlora.vision``; None: text only.
     vision_module: str | None = None
 
     def vision(self):

@@ -90,12 +90,16 @@ class CoreMLDecoder(nn.Module):
             self.lora = attach_constants(self.model, adapter)
 
     def forward(self, input_ids, position_ids, causal_mask):
-        cache = _SliceCache(*(getattr(self, n) for n in self.state_names))
+        return self._step(input_ids.shape[-1], position_ids, causal_mask, input_ids=input_ids)
+
+    def _step(self, n, position_ids, causal_mask, **first):
+        """Write ``n`` new positions ending at the mask's key length; ``first``: the ids or embeddings."""
+        cache = _SliceCache(*(getattr(self, s) for s in self.state_names))
         cache.end = causal_mask.shape[-1]
-        cache.begin = cache.end - input_ids.shape[-1]
+        cache.begin = cache.end - n
         # A 4D mask is taken as given (transformers returns it before building its own), for
         # full and sliding layers alike; the constructor refused windows shorter than the cache.
-        out = self.model(input_ids=input_ids, position_ids=position_ids, attention_mask=causal_mask,
+        out = self.model(**first, position_ids=position_ids, attention_mask=causal_mask,
                          past_key_values=cache, use_cache=True)
         return out.logits
 
@@ -107,3 +111,13 @@ class CoreMLDecoder(nn.Module):
 
         remove_lora(self.model)
         self.lora = {}
+
+
+class CoreMLEmbedsDecoder(CoreMLDecoder):
+    """The same stateful step on embeddings: ``inputs_embeds [1, T, D]`` (float) in place of
+    ``input_ids``, for an SVLM's ``vqa`` function (the app merges image rows into the token
+    embeddings). ``task`` is the SVLM's language model as a ``DecoderTask``
+    (``memlora.tasks.vision.as_decoder_task``), whose forward takes ``inputs_embeds``."""
+
+    def forward(self, inputs_embeds, position_ids, causal_mask):
+        return self._step(inputs_embeds.shape[1], position_ids, causal_mask, inputs_embeds=inputs_embeds)

@@ -209,18 +209,28 @@ class StaticKVDecoder(nn.Module):
         """Fully qualified names of the K/V state buffers (Core ML declares them as states)."""
         return [n for n, _ in self.named_buffers() if n.endswith(("k_cache", "v_cache"))]
 
-    def _mask(self, positions: torch.Tensor, window: int | None) -> torch.Tensor:
+    def _mask(self, positions: torch.Tensor, window: int | None, also: torch.Tensor | None = None) -> torch.Tensor:
         """Additive mask ``[T, S]``: 0 where key position <= query position (and within the
-        window), float32 min elsewhere. Built with where/sub only (no bool and/or ops)."""
+        window), float32 min elsewhere. Built with where/sub only (no bool and/or ops).
+        ``also [T, S]`` (> 0 where a query may attend besides): or-ed in, as HF or's Gemma3's
+        image blocks into its causal and sliding masks."""
         dist = positions.unsqueeze(1) - self.key_positions.unsqueeze(0)  # query - key
         neg = torch.finfo(torch.float32).min
         mask = torch.where(dist < 0, neg, 0.0)
         if window is not None:
             mask = mask + torch.where(dist >= window, neg, 0.0)
+        if also is not None:
+            mask = torch.where(also > 0, 0.0, mask)
         return mask
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
-        seq = tokens.shape[1]
+        return self.decode(input_pos, tokens.shape[1], lambda: self.model.model.embed_tokens(tokens))
+
+    def decode(self, input_pos: torch.Tensor, seq: int, embed, also=None) -> torch.Tensor:
+        """One step over ``seq`` new positions from ``input_pos``; ``embed()`` gives their input
+        embeddings ``[1, seq, D]`` (token ids through the table, or embeddings as given), called
+        after the position-only tensors so their ops come first in the graph. ``also(positions)``:
+        extra allowed query/key pairs ``[T, S]`` for the masks (math layers only)."""
         body = self.model.model
         positions = input_pos[:1] + torch.arange(seq, dtype=input_pos.dtype)
         start = None
@@ -233,8 +243,9 @@ class StaticKVDecoder(nn.Module):
         ropes = {lt: (torch.index_select(getattr(self, f"rope_cos_{lt}"), 0, positions),
                       torch.index_select(getattr(self, f"rope_sin_{lt}"), 0, positions))
                  for lt in dict.fromkeys(self.layer_types)}
-        masks = {w: self._mask(positions, w) for w, k in zip(self.windows, self.kinds) if k == "math"}
-        hidden = body.embed_tokens(tokens)
+        extra = also(positions) if also is not None else None
+        masks = {w: self._mask(positions, w, extra) for w, k in zip(self.windows, self.kinds) if k == "math"}
+        hidden = embed()
         for i, layer in enumerate(body.layers[: self.config.num_hidden_layers]):
             lt, window = self.layer_types[i], self.windows[i]
             mask = masks[window] if self.kinds[i] == "math" else None

@@ -223,43 +223,54 @@ def remap_adapter(task: VisionTask, adapter: LoraAdapter) -> LoraAdapter:
     return dataclasses.replace(adapter, weights={view_path(task, m): w for m, w in adapter.weights.items()})
 
 
-def static_embeds_decoder(task: VisionTask, max_seq_len: int, attention: str = "auto"):
+def static_embeds_decoder(task: VisionTask, max_seq_len: int, attention: str = "auto", image_marker: bool = False):
     """The static-KV-cache decoder of ``memlora.tasks.static_decoder`` on embeddings:
     ``text_decoder(inputs_embeds [1, T, D], input_pos [1]) -> logits [1, T, V]``, the signature
-    ExecuTorch's ``MultimodalRunner`` calls. Causal only (see ``VisionFamily.bidirectional_image``)."""
+    ExecuTorch's ``MultimodalRunner`` calls.
+
+    ``image_marker``: the input is ``[1, T, D + 1]``, its last column 1 on rows that came from
+    the vision encoder and 0 on rows from the token embedding (``Marked``); each contiguous run of
+    marked rows in one call is an image block whose rows attend to each other (Gemma3). The
+    stock runner prefills every image as its own call, so a block never spans calls; a text
+    chunk of any length carries 0s and stays causal. Math attention only (the mask is built here).
+    """
     import copy
 
     from .static_decoder import StaticKVDecoder
 
+    hidden = task.hidden_size
+
     class EmbedsStaticDecoder(StaticKVDecoder):
         def forward(self, inputs_embeds: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
-            seq = inputs_embeds.shape[1]
-            body = self.model.model
-            positions = input_pos[:1] + torch.arange(seq, dtype=input_pos.dtype)
-            start = None
-            if "custom" in self.kinds:
-                start = input_pos[0].item()
-                torch._check_is_size(start)
-                torch._check(start + seq <= self.max_seq_len)
-            ropes = {lt: (torch.index_select(getattr(self, f"rope_cos_{lt}"), 0, positions),
-                          torch.index_select(getattr(self, f"rope_sin_{lt}"), 0, positions))
-                     for lt in dict.fromkeys(self.layer_types)}
-            masks = {w: self._mask(positions, w) for w, k in zip(self.windows, self.kinds) if k == "math"}
-            hidden = inputs_embeds
-            for i, layer in enumerate(body.layers[: self.config.num_hidden_layers]):
-                lt, window = self.layer_types[i], self.windows[i]
-                mask = masks[window] if self.kinds[i] == "math" else None
-                hidden = layer(hidden, attention_mask=mask, position_embeddings=ropes[lt], position_ids=None,
-                               past_key_values=None, memlora_start=start, memlora_positions=positions)
-                if isinstance(hidden, tuple):
-                    hidden = hidden[0]
-            logits = self.model.lm_head(body.norm(hidden))
-            if self.final_softcap is not None:
-                logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
-            return logits
+            if not image_marker:
+                return self.decode(input_pos, inputs_embeds.shape[1], lambda: inputs_embeds)
+            flag = inputs_embeds[0, :, hidden]
+            return self.decode(input_pos, inputs_embeds.shape[1], lambda: inputs_embeds[..., :hidden],
+                               also=lambda positions: self._image_blocks(flag, positions))
+
+        def _image_blocks(self, flag: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+            """``[T, S]``: 1 where query and key are marked rows of the same run in this call."""
+            prev = torch.cat([flag.new_zeros(1), flag[:-1]])
+            run = torch.cumsum(flag * (1.0 - prev), 0)  # block number of each row (1, 2, ...)
+            same = flag.unsqueeze(1) * flag.unsqueeze(0) * (run.unsqueeze(1) == run.unsqueeze(0)).to(flag.dtype)
+            return torch.zeros(flag.shape[0], self.max_seq_len, dtype=flag.dtype).index_copy(1, positions, same)
 
     view = copy.deepcopy(LanguageModelView(task))
-    return EmbedsStaticDecoder(view, max_seq_len, attention).eval()
+    return EmbedsStaticDecoder(view, max_seq_len, "math" if image_marker else attention).eval()
+
+
+class Marked(nn.Module):
+    """``module``'s output ``[1, T, D]`` with a constant column ``value`` appended (``[1, T, D+1]``):
+    1 from the vision encoder, 0 from the token embedding; the image-block signal of
+    ``static_embeds_decoder(image_marker=True)``, set by which method made the row."""
+
+    def __init__(self, module: nn.Module, value: float):
+        super().__init__()
+        self.module, self.value = module, float(value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.module(x)
+        return torch.cat([out, torch.ones_like(out[..., :1]) * self.value], dim=-1)
 
 
 def as_decoder_task(task: VisionTask, names: list[str]):

@@ -98,14 +98,25 @@ def _export_spec(spec, mod, task, tmp: Path, manifest, reference, samples, promp
     key = f"{spec.backend.value}/{spec.adapter_mode.value}/{spec.quant.value}"
     progress.update(job, description=f"export {key}")
     t0 = time.perf_counter()
-    artifact = mod.export(task, spec, tmp)
+    # Core ML external: the text adapters' functions share the vision artifact's package, so the
+    # backend writes both artifacts at once.
+    artifacts = mod.export_artifacts(task, spec, tmp) if hasattr(mod, "export_artifacts") else [mod.export(task, spec, tmp)]
+    artifact, shared = artifacts[0], artifacts[1:]
     artifact.meta.setdefault("export_seconds", round(time.perf_counter() - t0, 2))
     if opts.check_parity:
         progress.update(job, description=f"parity {key}")
         artifact.parity = artifact_vision_parity(mod, artifact, tmp, task, reference, samples, prompts,
                                                  text_prompts, min(opts.parity_tokens, 16))
     manifest.artifacts.append(artifact)
-    text_names = [n for n in task.adapters if n not in artifact.adapters]
+    for text in shared:
+        if opts.check_parity:
+            from ..backends import get_backend
+            from ..parity import artifact_parity
+
+            text.parity = artifact_parity(get_backend(spec.backend), text, tmp, reference, text_prompts,
+                                          min(opts.parity_tokens, 16))
+        manifest.artifacts.append(text)
+    text_names = [n for n in task.adapters if not any(n in a.adapters for a in artifacts)]
     if text_names:  # ExecuTorch / Core ML: these adapters keep the text layout
         progress.update(job, description=f"export {key} (text adapters)")
         manifest.artifacts.append(_text_artifact(task, spec, tmp, text_names, reference, text_prompts, opts))
@@ -129,8 +140,6 @@ def run_vision_export(opts, show_progress: bool = True) -> dict:
         with steps(show_progress) as progress:
             job = progress.add_task("load model", total=None)
             task = build_vision_task(info, adapters)
-            if BackendName.EXECUTORCH in modules:
-                modules[BackendName.EXECUTORCH].check_supported(task)
             c = task.contract
             manifest = _manifest(info, task, record)
             shutil.copy(info.tokenizer_file, tmp / "tokenizer.json")
@@ -156,17 +165,17 @@ def run_vision_export(opts, show_progress: bool = True) -> dict:
 
 def artifact_vision_parity(mod, artifact, root: Path, task, reference, samples, prompts, text_prompts,
                            n_tokens: int) -> dict:
-    """The parity block of one SVLM artifact (Core ML: the vision tower only)."""
+    """The parity block of one SVLM artifact (every graph, see ``memlora.vision.parity``)."""
     from .parity import vision_parity
 
-    if hasattr(mod, "encoder_parity"):
-        return mod.encoder_parity(task, artifact, root, samples)
     runner = mod.load(artifact, root)
     try:
-        return vision_parity(runner, reference, task, samples, prompts, text_prompts, backend=artifact.backend.value,
-                             quant=artifact.quant.value, precision=artifact.precision.value, n_tokens=n_tokens)
+        block = vision_parity(runner, reference, task, samples, prompts, text_prompts, backend=artifact.backend.value,
+                              quant=artifact.quant.value, precision=artifact.precision.value, n_tokens=n_tokens)
     finally:
         runner.close()
+    block["numerics"] = artifact.meta.get("numerics", f"{artifact.backend.value} runtime")
+    return block
 
 
 def recheck_vision_bundle(bundle: Path, manifest: dict, file_failures: list[str], n_tokens: int | None) -> dict:

@@ -62,7 +62,7 @@ def open_vision(bundle: str | Path, backend: str = "onnx", adapter_mode: str | N
     from ..backends import get_backend
 
     module = get_backend(backend).vision()
-    rows = [a for a in manifest["artifacts"] if a["backend"] == backend
+    rows = [a for a in manifest["artifacts"] if a["backend"] == backend and a["meta"].get("kind") == "vision-language"
             and (adapter_mode is None or a["adapter_mode"] == adapter_mode)]
     if not rows:
         raise MemloraError(f"bundle has no {backend} artifact", bundle, "export it with --backend " + backend)

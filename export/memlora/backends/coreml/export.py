@@ -68,9 +68,9 @@ def io_names(spec: ExportSpec) -> dict:
             "logits": "logits", "states": list(states), "mask": "additive"}
 
 
-def _convert(job: ExportJob, name: str, adapter, path: Path) -> None:
+def _convert(job: ExportJob, name: str, adapter, path: Path, embeds: bool = False) -> None:
     t1 = time.perf_counter()
-    model, ops = convert_decoder(job, adapter)
+    model, ops = convert_decoder(job, adapter, embeds)
     model.save(str(path))
     job.meta["convert_seconds"][name] = round(time.perf_counter() - t1, 2)
     job.meta.setdefault("ops", ops)
@@ -114,25 +114,31 @@ def check_target(target: str) -> None:
             fix="target iOS18 / macOS15 or newer (a stateless cache would copy it in and out every token)")
 
 
-def convert_decoder(job: ExportJob, adapter=None):
+def convert_decoder(job: ExportJob, adapter=None, embeds: bool = False):
     """Convert the decoder (with ``adapter`` unfused, or none) to a compressed ``MLModel``
-    (not loaded). Returns the model and an op-type histogram of its main function."""
+    (not loaded). ``embeds``: the step takes ``inputs_embeds [1, T, D]`` instead of ids (an
+    SVLM's ``vqa`` function). Returns the model and an op-type histogram of its main function."""
     import coremltools as ct
     import torch
 
-    from ...tasks.coreml_decoder import CoreMLDecoder, make_causal_mask
+    from ...tasks.coreml_decoder import CoreMLDecoder, CoreMLEmbedsDecoder, make_causal_mask
+    from ...tasks.delegable import tanh_gelu_written_out
 
     task, spec, target = job.task, job.spec, job.spec.coreml.deployment_target
     n = spec.max_seq_len
     # One slot more than usable: a dynamic bound equal to the buffer length trips a guard.
-    wrapper = CoreMLDecoder(task, n + 1, adapter, split_cache=spec.precision is Precision.FP32).eval()
+    wrapper = (CoreMLEmbedsDecoder if embeds else CoreMLDecoder)(
+        task, n + 1, adapter, split_cache=spec.precision is Precision.FP32).eval()
+    first, hidden = ("inputs_embeds", task.config.hidden_size) if embeds else ("input_ids", None)
     try:
         T, E = torch.export.Dim("tokens", min=1, max=n), torch.export.Dim("cache_end", min=1, max=n)
-        example = (torch.tensor([[1, 2, 3]]), torch.tensor([[2, 3, 4]]), torch.from_numpy(make_causal_mask(2, 3)))
-        with torch.no_grad():
+        x = torch.randn(1, 3, hidden) if embeds else torch.tensor([[1, 2, 3]])
+        example = (x, torch.tensor([[2, 3, 4]]), torch.from_numpy(make_causal_mask(2, 3)))
+        with torch.no_grad(), tanh_gelu_written_out(wrapper) as n_gelu:
+            job.meta["gelu_tanh_explicit"] = n_gelu
             try:
                 program = torch.export.export(
-                    wrapper, example, dynamic_shapes={"input_ids": {1: T}, "position_ids": {1: T},
+                    wrapper, example, dynamic_shapes={first: {1: T}, "position_ids": {1: T},
                                                       "causal_mask": {2: T, 3: E}})
             except Exception as e:  # torch.export raises many types; name the family and the first line
                 raise job.fail("torch.export", e, _FIX) from None
@@ -141,22 +147,35 @@ def convert_decoder(job: ExportJob, adapter=None):
                   for s in wrapper.state_names]
     finally:
         wrapper.release()
-    inputs = [ct.TensorType("input_ids", shape=(1, ct.RangeDim(1, n)), dtype=np.int32),
-              ct.TensorType("position_ids", shape=(1, ct.RangeDim(1, n)), dtype=np.int32),
+    head = (ct.TensorType(first, shape=(1, ct.RangeDim(1, n), hidden), dtype=np.float32) if embeds
+            else ct.TensorType(first, shape=(1, ct.RangeDim(1, n)), dtype=np.int32))
+    inputs = [head, ct.TensorType("position_ids", shape=(1, ct.RangeDim(1, n)), dtype=np.int32),
               ct.TensorType("causal_mask", shape=(1, 1, ct.RangeDim(1, n), ct.RangeDim(1, n)), dtype=np.float32)]
+    model = _ct_convert(job, program, inputs, "logits", states)
+    with _quiet_coremltools():
+        model = compress(model, spec)
+    return model, op_histogram(model)
+
+
+def _ct_convert(job: ExportJob, program, inputs, output: str, states=None):
+    """``ct.convert`` of an exported program at the spec's precision and target (not loaded)."""
+    import coremltools as ct
+
+    spec = job.spec
     precision = (ct.transform.FP16ComputePrecision(op_selector=_fp16_op) if spec.precision is Precision.FP16
                  else ct.precision.FLOAT32)
     try:
         with _quiet_coremltools():
-            model = ct.convert(program, inputs=inputs, outputs=[ct.TensorType("logits", dtype=np.float32)],
-                               states=states, minimum_deployment_target=getattr(ct.target, target),
-                               compute_precision=precision, convert_to="mlprogram", skip_model_load=True)
+            return ct.convert(program, inputs=inputs, outputs=[ct.TensorType(output, dtype=np.float32)],
+                              states=states, minimum_deployment_target=getattr(ct.target, spec.coreml.deployment_target),
+                              compute_precision=precision, convert_to="mlprogram", skip_model_load=True)
     except Exception as e:  # coremltools raises ValueError/NotImplementedError/RuntimeError
         raise job.fail("ct.convert", e, _FIX) from None
-    with _quiet_coremltools():
-        model = compress(model, spec)
-    ops = dict(Counter(op.op_type for op in model._mil_program.functions["main"].operations).most_common())
-    return model, ops
+
+
+def op_histogram(model) -> dict[str, int]:
+    """Op type -> count in a model's main function."""
+    return dict(Counter(op.op_type for op in model._mil_program.functions["main"].operations).most_common())
 
 
 _NORM_STATS = {"pow", "reduce_mean", "rsqrt", "sqrt", "reduce_sum_square"}

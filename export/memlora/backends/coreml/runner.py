@@ -35,8 +35,8 @@ class _MilEngine:
         return fn, fn.new_state()
 
     @staticmethod
-    def predict(fn, feeds: dict, state) -> np.ndarray:
-        return fn.run(feeds, state)["logits"]
+    def predict(fn, feeds: dict, state, output: str = "logits") -> np.ndarray:
+        return fn.run(feeds, state)[output]
 
     @staticmethod
     def save_state(fn, state):
@@ -68,11 +68,13 @@ class _PredictEngine:
             self._models[key] = self._ct.models.MLModel(str(package), compute_units=self._units,
                                                         function_name=function)
         model = self._models[key]
-        return model, model.make_state()
+        # a stateless function (an SVLM's vision tower or token embedding) gets no state
+        return model, (model.make_state() if self._state_names(model) else None)
 
     @staticmethod
-    def predict(model, feeds: dict, state) -> np.ndarray:
-        return np.asarray(model.predict(feeds, state=state)["logits"], np.float32)
+    def predict(model, feeds: dict, state, output: str = "logits") -> np.ndarray:
+        out = model.predict(feeds, state=state) if state is not None else model.predict(feeds)
+        return np.asarray(out[output], np.float32)
 
     @staticmethod
     def _state_names(model) -> list[str]:

@@ -1,145 +1,164 @@
-"""Core ML for an SVLM: the vision tower as its own ``vision.mlpackage`` (what Apple's FastVLM
-ships), fixed shape, float32 input in 0..255 (Core ML tensors have no uint8), rescale/normalise
-and projector inside.
+"""Core ML for an SVLM: the vision tower as ``vision.mlpackage`` plus ``embed`` and ``vqa``
+functions next to the text adapters' functions.
 
-Numerics are checked off a Mac with memlora's MIL evaluator (``memlora.backends.coreml.mil``), which gets
-the ``conv`` op here (the patch embedding). Not done yet: the ``embed`` and ``vqa`` functions (a
-Core ML decoder on embeddings) in the multifunction package; the text adapters export through the
-Core ML text backend as usual.
+* ``vision.mlpackage``: ``pixel_values`` float32 ``[1, 3, S, S]`` in 0..255 (Core ML tensors have
+  no uint8) -> ``image_features [1, N, D]``; rescale/normalise and projector inside, fixed shape
+  (what Apple's FastVLM ships).
+* ``embed``: ``input_ids`` int32 ``[1, T]`` -> ``inputs_embeds [1, T, D]`` (Gemma's sqrt(D) scale
+  included).
+* ``vqa``: the stateful decoder of the text functions on embeddings: ``inputs_embeds [1, T, D]``,
+  ``position_ids [1, T]``, ``causal_mask [1, 1, T, E]`` -> ``logits``. The app builds the mask, so
+  Gemma3's bidirectional image blocks are just mask entries (see ``tasks.vision.additive_mask``).
+
+external: one multifunction ``memlora.mlpackage`` holds ``base``, the text adapters, ``embed`` and
+``vqa`` (LoRA unfused, base weights stored once); the manifest has two artifacts naming that one
+package: the text one (``base``/``extract``/``update``/``answer``) and the vision one
+(``embed``/``vqa`` + ``vision.mlpackage``). fused: ``vqa.mlpackage`` with ``embed`` and ``vqa``
+(LoRA merged); the text adapters get their own fused packages through the text backend.
+
+Numerics are checked off a Mac with memlora's MIL evaluator (``mil-numpy``), never Apple's runtime.
 """
 from __future__ import annotations
 
+import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from ...core.artifact import Artifact
-from ...core.config import ExportSpec, Precision, Quant
-from ...core.errors import ExportFailure, MemloraError
+from ...core.config import ExportSpec, Quant
+from ...core.errors import MemloraError
+from ..export_job import ExportJob
 
 NAME = "coreml"
+EMBED_FUNCTION = "embed"
 
 
-def _conv(a, op):
-    """MIL ``conv`` (NCHW, groups=1), by summing one matmul per kernel tap."""
-    x, w = np.asarray(a["x"], np.float32), np.asarray(a["weight"], np.float32)
-    if int(a.get("groups", 1)) != 1:
-        raise MemloraError("grouped conv is not in memlora's MIL evaluator", fix="check this export on a Mac")
-    sh, sw = (int(s) for s in a.get("strides", (1, 1)))
-    dh, dw = (int(d) for d in a.get("dilations", (1, 1)))
-    pad = [int(p) for p in a.get("pad", (0, 0, 0, 0))]
-    if str(a.get("pad_type", "valid")) not in ("valid", "custom"):
-        raise MemloraError(f"conv pad_type {a.get('pad_type')} is not in memlora's MIL evaluator",
-                           fix="check this export on a Mac")
-    if str(a.get("pad_type", "valid")) == "valid":
-        pad = [0, 0, 0, 0]
-    x = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[1]), (pad[2], pad[3])))
-    n, c, h, wd = x.shape
-    co, ci, kh, kw = w.shape
-    oh, ow = (h - dh * (kh - 1) - 1) // sh + 1, (wd - dw * (kw - 1) - 1) // sw + 1
-    y = np.zeros((n, co, oh, ow), np.float32)
-    for i in range(kh):
-        for j in range(kw):
-            patch = x[:, :, i * dh: i * dh + sh * (oh - 1) + 1: sh, j * dw: j * dw + sw * (ow - 1) + 1: sw]
-            y += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
-    if a.get("bias") is not None:
-        y += np.asarray(a["bias"], np.float32).reshape(1, -1, 1, 1)
-    return y
+def vision_adapters(task) -> list[str]:
+    """The adapters that get an embeddings function: ``vqa`` (every adapter when there is none)."""
+    return ["vqa"] if "vqa" in task.adapters else list(task.adapters)
 
 
-def _avg_pool(a, op):
-    """MIL ``avg_pool`` (NCHW, valid padding, no ceil mode): Gemma3's projector pooling."""
-    x = np.asarray(a["x"], np.float32)
-    kh, kw = (int(k) for k in a["kernel_sizes"])
-    sh, sw = (int(s) for s in a["strides"])
-    pad = [int(p) for p in a.get("pad", (0, 0, 0, 0))] if str(a.get("pad_type", "valid")) == "custom" else [0]
-    if str(a.get("pad_type", "valid")) not in ("valid", "custom") or any(pad) or bool(a.get("ceil_mode", False)):
-        raise MemloraError("avg_pool with padding is not in memlora's MIL evaluator", fix="check this export on a Mac")
-    n, c, h, w = x.shape
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-    y = np.zeros((n, c, oh, ow), np.float32)
-    for i in range(kh):
-        for j in range(kw):
-            y += x[:, :, i: i + sh * (oh - 1) + 1: sh, j: j + sw * (ow - 1) + 1: sw]
-    return y / (kh * kw)
+def _export_program(job: ExportJob, module, example, dynamic):
+    """``torch.export`` with tanh-GELU written out (coremltools would make it exact GELU)."""
+    import torch
+
+    from ...tasks.delegable import tanh_gelu_written_out
+    from .export import _FIX
+
+    try:
+        with torch.no_grad(), tanh_gelu_written_out(module):
+            return torch.export.export(module, example, dynamic_shapes=dynamic).run_decompositions({})
+    except Exception as e:  # torch.export raises many types
+        raise job.fail("torch.export", e, _FIX) from None
 
 
-def _register_ops() -> None:
-    from .mil import ops as mil_eval
-
-    mil_eval.OPS.setdefault("conv", _conv)
-    mil_eval.OPS.setdefault("avg_pool", _avg_pool)
-
-
-def export(task, spec: ExportSpec, out_dir: Path) -> Artifact:
+def _convert_encoder(job: ExportJob, task, path: Path) -> dict:
+    """``vision.mlpackage`` (fixed shape); returns its op histogram."""
     import coremltools as ct
     import torch
 
-    from .export import _quiet_coremltools
     from ...tasks.vision import VisionEncoder
+    from .export import _ct_convert, op_histogram
+
+    tile = task.contract.tile
+    ep = _export_program(job, VisionEncoder(task).eval(), (torch.zeros(1, 3, tile, tile),), None)
+    model = _ct_convert(job, ep, [ct.TensorType("pixel_values", shape=(1, 3, tile, tile), dtype=np.float32)],
+                        "image_features")
+    model.save(str(path))
+    return op_histogram(model)
+
+
+def _convert_embedding(job: ExportJob, task, path: Path) -> None:
+    """The ``embed`` function: ids -> embeddings, token count flexible up to max_seq_len."""
+    import coremltools as ct
+    import torch
+
+    from ...tasks.vision import TokenEmbedding
+    from .export import _ct_convert
+
+    n = job.spec.max_seq_len
+    dyn = ({1: torch.export.Dim("tokens", min=1, max=n)},)
+    ep = _export_program(job, TokenEmbedding(task).eval(), (torch.zeros(1, 3, dtype=torch.long),), dyn)
+    model = _ct_convert(job, ep, [ct.TensorType("input_ids", shape=(1, ct.RangeDim(1, n)), dtype=np.int32)],
+                        "inputs_embeds")
+    model.save(str(path))
+
+
+def _vision_functions(vjob: ExportJob, task, names: list[str], tmp: Path, external: bool) -> dict[str, Path]:
+    """Single-function packages: ``embed`` and one embeddings decoder per name (LoRA unfused in
+    external mode, fused into the weights otherwise)."""
+    from ...tasks.lora import fused
+    from .export import _convert
+
+    singles = {EMBED_FUNCTION: tmp / f"{EMBED_FUNCTION}.mlpackage"}
+    t1 = time.perf_counter()
+    _convert_embedding(vjob, task, singles[EMBED_FUNCTION])
+    vjob.meta["convert_seconds"][EMBED_FUNCTION] = round(time.perf_counter() - t1, 2)
+    for name in names:
+        singles[name] = tmp / f"{name}.mlpackage"
+        if external:
+            _convert(vjob, name, vjob.task.adapters[name], singles[name], embeds=True)
+        else:
+            with fused(task.model, task.adapters[name]):
+                _convert(vjob, name, None, singles[name], embeds=True)
+    return singles
+
+
+def export_artifacts(task, spec: ExportSpec, out_dir: Path) -> list[Artifact]:
+    """The vision artifact first; in external mode also the text artifact of the other adapters,
+    whose functions share its ``memlora.mlpackage``."""
+    from ...tasks.vision import as_decoder_task
+    from . import BACKEND, BASE_FUNCTION, PACKAGE, function_name
+    from .export import _convert, _save_multifunction, package_bytes, prepare, weight_bytes
 
     if spec.quant is not Quant.NONE:
         raise MemloraError("Core ML vision export is float only", fix="use --quant none with --backend coreml")
-    out_dir = Path(out_dir)
+    names = vision_adapters(task)
+    text_names = [n for n in task.adapters if n not in names]
     sub = Path("coreml") / f"vlm-{spec.adapter_mode.value}-{spec.quant.value}-{spec.precision.value}"
-    (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    tile = task.contract.tile
-    enc = VisionEncoder(task).eval()
-    try:
-        with torch.no_grad():
-            ep = torch.export.export(enc, (torch.zeros(1, 3, tile, tile),)).run_decompositions({})
-        precision = ct.precision.FLOAT16 if spec.precision is Precision.FP16 else ct.precision.FLOAT32
-        with _quiet_coremltools():
-            model = ct.convert(ep, inputs=[ct.TensorType("pixel_values", shape=(1, 3, tile, tile), dtype=np.float32)],
-                               outputs=[ct.TensorType("image_features", dtype=np.float32)],
-                               minimum_deployment_target=getattr(ct.target, spec.coreml.deployment_target), compute_precision=precision,
-                               convert_to="mlprogram", skip_model_load=True)
-    except Exception as e:  # torch.export / coremltools raise many types
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise ExportFailure(f"Core ML conversion of the {task.family.model_type} vision encoder failed: {first}",
-                            task.info.path, "report this model; try --backend onnx") from None
-    files = {"vision": str(sub / "vision.mlpackage")}
-    model.save(str(out_dir / files["vision"]))
-    ops = dict(Counter(op.op_type for op in model._mil_program.functions["main"].operations).most_common())
-    size = sum(p.stat().st_size for p in (out_dir / files["vision"]).rglob("*") if p.is_file())
-    meta = {"kind": "vision-language", "graphs": ["vision_encoder"], "precision": spec.precision.value,
-            "target": spec.coreml.deployment_target, "ops": ops, "file_bytes": {"vision": size},
-            "export_seconds": round(time.perf_counter() - t0, 2), "numerics": "memlora MIL evaluator (NumPy)",
-            "not_exported": "embed and vqa functions (decoder on embeddings) in the multifunction package"}
-    return Artifact(NAME, spec.adapter_mode, spec.quant, [], files, None, meta, precision=spec.precision)
+    vjob = ExportJob(BACKEND, as_decoder_task(task, names), spec, Path(out_dir), sub)
+    (vjob.out / sub).mkdir(parents=True, exist_ok=True)
+    prepare(vjob)
+    vjob.meta.update(kind="vision-language", graphs=["vision_encoder", "token_embedding", "text_decoder"])
+    vjob.meta["vision_ops"] = _convert_encoder(vjob, task, vjob.add("vision", "vision.mlpackage"))
+    functions = {n: function_name(n) for n in [EMBED_FUNCTION, *names]}
+    vjob.meta["functions"] = functions
+    out = [vjob]
+    with tempfile.TemporaryDirectory(prefix="memlora-coreml-") as tmp:
+        singles = _vision_functions(vjob, task, names, Path(tmp), vjob.external)
+        if not vjob.external:
+            for name in names:  # one package per adapter: embed + its fused decoder
+                _save_multifunction({EMBED_FUNCTION: singles[EMBED_FUNCTION], name: singles[name]}, functions,
+                                    vjob.add(f"model:{name}", f"{name}.mlpackage"), default=functions[name])
+        else:
+            tjob = ExportJob.begin(BACKEND, as_decoder_task(task, text_names), spec, Path(out_dir))
+            prepare(tjob)
+            for name, adapter in {BASE_FUNCTION: None, **tjob.task.adapters}.items():
+                singles[name] = Path(tmp) / f"{name}.mlpackage"
+                _convert(tjob, name, adapter, singles[name])
+            tjob.meta["functions"] = {n: function_name(n) for n in [BASE_FUNCTION, *text_names]}
+            package = tjob.add("model", PACKAGE)
+            _save_multifunction(singles, tjob.meta["functions"] | functions, package,
+                                default=function_name(text_names[0] if text_names else names[0]))
+            vjob.files["model"] = tjob.files["model"]
+            tjob.meta["kind"], tjob.meta["language_model_of"] = "text", task.family.model_type
+            tjob.meta["shared_package_with"] = "vision-language artifact (functions " + ", ".join(functions.values()) + ")"
+            tjob.meta["single_package_bytes"] = {n: package_bytes(p) for n, p in singles.items()}
+            tjob.meta["package_bytes"], tjob.meta["weight_bytes"] = package_bytes(package), weight_bytes(package)
+            if text_names:  # (with no vqa adapter every adapter is an embeddings function)
+                out.append(tjob)
+    vjob.meta["file_bytes"] = {role: package_bytes(vjob.out / rel) for role, rel in vjob.files.items()}
+    return [job.artifact() for job in out]
 
 
-def encoder_parity(task, artifact: Artifact, root: Path, samples) -> dict:
-    """The converted MIL program (as saved) vs the torch wrapper, with another image as control."""
-    import torch
+def export(task, spec: ExportSpec, out_dir: Path) -> Artifact:
+    """The vision artifact alone (in external mode the package also holds the text functions)."""
+    return export_artifacts(task, spec, out_dir)[0]
 
-    from .mil import MilFunction, load_program
-    from ...tasks.vision import VisionEncoder
-    from ...vision.parity import ENCODER_COSINE, ENCODER_TOL, _cos, _rel
-    from ...vision.preprocess import pixels
 
-    _register_ops()
-    fn = MilFunction(load_program(Path(root) / artifact.files["vision"]), "main")
-    enc = VisionEncoder(task).eval()
-    outs, wants = [], []
-    for s in samples[:2]:
-        x = pixels(s.image, task.contract).astype(np.float32)
-        got = fn.run({"pixel_values": x}, None)
-        outs.append(np.asarray(got["image_features"] if isinstance(got, dict) else got)[0])
-        with torch.no_grad():
-            wants.append(enc(torch.from_numpy(x))[0].numpy())
-    level = artifact.precision.value
-    res = {"max_rel": _rel(outs[0], wants[0]), "cosine": _cos(outs[0], wants[0]),
-           "negative_control_max_rel": _rel(outs[1], wants[0]), "level": level}
-    failures = []
-    if level in ENCODER_TOL and res["max_rel"] > ENCODER_TOL[level]:
-        failures.append(f"encoder relative error {res['max_rel']:.2e} > {ENCODER_TOL[level]}")
-    if level in ENCODER_COSINE and res["cosine"] < ENCODER_COSINE[level]:
-        failures.append(f"encoder cosine {res['cosine']:.5f} < {ENCODER_COSINE[level]}")
-    if res["negative_control_max_rel"] < 100 * max(res["max_rel"], 1e-6) and level == "fp32":
-        failures.append("encoder negative control (another image) is not far above the error")
-    return {"encoder": res, "numerics": artifact.meta["numerics"], "adapters": [], "passed": not failures,
-            "failures": failures}
+def load(artifact: Artifact, root: Path, engine: str | None = None):
+    from .vision_runner import VisionCoreMLRunner
+
+    return VisionCoreMLRunner(artifact, Path(root), engine)

@@ -6,7 +6,14 @@ Methods: ``vision_encoder(uint8 [1, 3, S, S]) -> [1, N, D]``, ``token_embedding(
 KV cache inside, ExecuTorch's LLM custom SDPA where a layer allows), plus the constant methods the
 runner reads (``get_max_seq_len``, ``get_max_context_len``, ``get_vocab_size``, ``use_kv_cache``,
 ``enable_dynamic_shape``, ``get_bos_id``, ``get_eos_ids``) and memlora's own
-(``get_image_token_id``, ``get_tokens_per_image``, ``get_image_size``). The multimodal runner
+(``get_image_token_id``, ``get_tokens_per_image``, ``get_image_size``, ``get_image_marker``).
+
+Gemma3 lets an image's tokens attend to each other, and the stock runner passes no mask: it
+calls ``text_decoder`` once per input (each image alone, each text chunk alone). With
+``get_image_marker`` 1 every embedding row carries one more column, 1 from ``vision_encoder`` and
+0 from ``token_embedding``, and ``text_decoder`` makes each marked run of one call an image block.
+The signal is which method made the row, so a text chunk as long as an image stays causal
+(a length rule could not tell them apart). The multimodal runner
 takes no data file on Android or iOS, so every program is self-contained: LoRA fused into the
 weights (fused) or baked as separate low-rank matmuls (external; same graph shape as the text
 programs, base weights not shared).
@@ -27,13 +34,10 @@ NAME = "executorch"
 METHODS = ("vision_encoder", "token_embedding", "text_decoder")
 
 
-def check_supported(task) -> None:
-    if task.family.bidirectional_image:
-        raise MemloraError(
-            f"ExecuTorch's MultimodalRunner calls text_decoder(embeddings, input_pos) with no mask, but "
-            f"{task.family.model_type} needs image tokens to attend to each other (bidirectional) within "
-            "an image block; a causal program would answer differently from the model",
-            task.info.path, "export this family with --backend onnx")
+def uses_marker(task) -> bool:
+    """Families whose image rows attend to each other (Gemma3) carry the marker column: every
+    method's embeddings are ``[1, T, D + 1]`` (see ``memlora.tasks.vision.static_embeds_decoder``)."""
+    return bool(task.family.bidirectional_image)
 
 
 def vision_adapters(task) -> list[str]:
@@ -49,23 +53,27 @@ def metadata(task, spec: ExportSpec) -> dict:
             "get_vocab_size": tc.vocab_size, "use_kv_cache": True, "use_sdpa_with_kv_cache": True,
             "enable_dynamic_shape": True, "get_bos_id": int(tc.bos_token_id), "get_eos_ids": [int(e) for e in eos],
             "get_image_token_id": c.image_token_id, "get_tokens_per_image": c.tokens_per_image,
-            "get_image_size": c.tile}
+            "get_image_size": c.tile, "get_image_marker": int(uses_marker(task))}
 
 
 def _programs(task, spec: ExportSpec, adapter=None):
     """torch.export of the three methods (LoRA baked into the decoder when ``adapter`` is given)."""
     import torch
 
-    from ...tasks.delegable import delegable_activations, delegable_norms
+    from ...tasks.delegable import delegable_activations, delegable_norms, tanh_gelu_written_out
     from ...tasks.lora import bake_adapter
     from .export import _quantize
-    from ...tasks.vision import TokenEmbedding, VisionEncoder, remap_adapter, static_embeds_decoder
+    from ...tasks.vision import Marked, TokenEmbedding, VisionEncoder, remap_adapter, static_embeds_decoder
 
     info: dict = {}
     tile = task.contract.tile
     px = torch.randint(0, 256, (1, 3, tile, tile), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     seq = torch.export.Dim("seq", min=1, max=spec.max_seq_len - 1)
-    dec = static_embeds_decoder(task, spec.max_seq_len)
+    marker = uses_marker(task)
+    dec = static_embeds_decoder(task, spec.max_seq_len, image_marker=marker)
+    encoder, embedding = VisionEncoder(task).eval(), TokenEmbedding(task).eval()
+    if marker:
+        encoder, embedding = Marked(encoder, 1.0).eval(), Marked(embedding, 0.0).eval()
     info["attention"] = dec.attention_summary
     info["norms_as_linear"] = delegable_norms(dec)
     info["gelu_tanh_explicit"] = delegable_activations(dec)
@@ -75,10 +83,14 @@ def _programs(task, spec: ExportSpec, adapter=None):
         info["quantized_linears"] = _quantize(dec, spec)
     eps = {}
     with torch.no_grad():
-        eps["vision_encoder"] = torch.export.export(VisionEncoder(task).eval(), (px,), strict=False)
-        eps["token_embedding"] = torch.export.export(TokenEmbedding(task).eval(), (torch.zeros(1, 3, dtype=torch.long),),
+        # XNNPACK's GELU ignores approximate="tanh" (SigLIP towers use it): written out, as in the decoder
+        with tanh_gelu_written_out(encoder) as n_gelu:
+            eps["vision_encoder"] = torch.export.export(encoder, (px,), strict=False)
+        info["vision_gelu_tanh_explicit"] = n_gelu
+        eps["token_embedding"] = torch.export.export(embedding, (torch.zeros(1, 3, dtype=torch.long),),
                                                      dynamic_shapes=({1: seq},), strict=True)
-        ep = torch.export.export(dec, (torch.zeros(1, 3, task.hidden_size), torch.tensor([0], dtype=torch.long)),
+        width = task.hidden_size + int(marker)
+        ep = torch.export.export(dec, (torch.zeros(1, 3, width), torch.tensor([0], dtype=torch.long)),
                                  dynamic_shapes={"inputs_embeds": {1: seq}, "input_pos": None}, strict=True)
         eps["text_decoder"] = ep.run_decompositions({}) if spec.quant is not Quant.NONE else ep
     return eps, info
@@ -118,7 +130,6 @@ def export(task, spec: ExportSpec, out_dir: Path) -> Artifact:
     """One multimodal ``.pte`` per adapter under ``out_dir/executorch/vlm-<mode>-<quant>/``."""
     from ...tasks.lora import fused
 
-    check_supported(task)
     out_dir = Path(out_dir)
     sub = Path("executorch") / f"vlm-{spec.adapter_mode.value}-{spec.quant.value}"
     (out_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -164,6 +175,8 @@ class VisionExecuTorchRunner:
         self.max_seq_len = artifact.max_seq_len
         self._module = None
         self._key: str | None = None
+        # the marker column (Gemma3): stripped from what the methods return, rebuilt from blocks
+        self._marker = bool(artifact.meta.get("constant_methods", {}).get("get_image_marker", 0))
         self.set_adapter(self.adapters[0])
 
     def set_adapter(self, name: str | None) -> None:
@@ -182,22 +195,32 @@ class VisionExecuTorchRunner:
 
     def reset(self) -> None:
         self._pos = 0
+        if self._marker:
+            self._blocks: list[int] = []  # what the parity's causal-mask control looks for
+
+    def _strip(self, out) -> np.ndarray:
+        x = out[0][0].float().numpy()
+        return x[:, :-1] if self._marker else x
 
     def encode_image(self, pixel_values: np.ndarray) -> np.ndarray:
         import torch
 
-        out = self._module.run_method("vision_encoder", [torch.from_numpy(np.ascontiguousarray(pixel_values, np.uint8))])
-        return out[0][0].float().numpy()
+        return self._strip(self._module.run_method(
+            "vision_encoder", [torch.from_numpy(np.ascontiguousarray(pixel_values, np.uint8))]))
 
     def embed(self, ids: Sequence[int]) -> np.ndarray:
         import torch
 
-        return self._module.run_method("token_embedding", [torch.tensor([list(ids)], dtype=torch.long)])[0][0].float().numpy()
+        return self._strip(self._module.run_method("token_embedding", [torch.tensor([list(ids)], dtype=torch.long)]))
 
     def prefill_embeds(self, embeds: np.ndarray, blocks=None) -> np.ndarray:
+        """``embeds [T, D]``; ``blocks`` (image block per row, -1 text) set the marker column."""
         import torch
 
         n = embeds.shape[0]
+        if self._marker:
+            flag = (np.asarray(blocks) >= 0) if blocks is not None else np.zeros(n, bool)
+            embeds = np.concatenate([embeds, flag[:, None].astype(np.float32)], axis=1)
         if self._pos + n > self.max_seq_len:
             raise MemloraError(f"KV cache full: {self._pos} cached + {n} new > max_seq_len {self.max_seq_len}",
                                fix="reset() between prompts or re-export with a larger --max-seq-len")

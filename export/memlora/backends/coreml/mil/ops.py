@@ -239,3 +239,7 @@ OPS: dict[str, Callable] = {
     "select": _select, "cast": _cast, "fill": _fill, "range_1d": _range_1d, "band_part": _band_part,
     "identity": lambda a, op: a["x"],
 }
+
+from .conv import avg_pool, conv  # noqa: E402  (vision towers: patch embedding, projector pooling)
+
+OPS.update(conv=conv, avg_pool=avg_pool)
