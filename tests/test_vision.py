@@ -405,17 +405,18 @@ def test_gemma3_on_executorch_stock_runner_with_its_image_blocks(tmp_path):
     assert got == want
 
 
-@pytest.mark.slow
-def test_preprocess_reference_reproduces_conformance_vectors(smolvlm_bundle):
+def _check_conformance_vectors(out: Path) -> int:
+    """The bundle's preprocessing reference (NumPy, what the apps port) reproduces every vision
+    conformance case from the PNG bytes alone; returns the number of cases checked."""
     from PIL import Image
 
     from memlora.vision.preprocess import contract_from_json, normalise, pixels
 
-    out, _ = smolvlm_bundle
     pre = json.loads((out / "vision/preprocess.json").read_text())
     assert pre["hf_processor_config"] == json.loads((out / "vision/preprocessor_config.json").read_text())
     c = contract_from_json(pre)
-    for case in json.loads((out / "conformance.json").read_text())["vision"]["cases"]:
+    cases = json.loads((out / "conformance.json").read_text())["vision"]["cases"]
+    for case in cases:
         png = (out / case["png"]).read_bytes()
         assert hashlib.sha256(png).hexdigest() == case["png_sha256"]
         image = np.asarray(Image.open(out / case["png"]).convert("RGB"))
@@ -424,6 +425,37 @@ def test_preprocess_reference_reproduces_conformance_vectors(smolvlm_bundle):
         assert hashlib.sha256(pix.tobytes()).hexdigest() == case["pixel_values"]["sha256"]
         assert np.allclose(normalise(pix, c).ravel()[:8], case["normalised"]["first"], atol=1e-7)
         assert case["prompt_ids"].count(c.image_token_id) == c.tokens_per_image and len(case["greedy_ids"]) == 16
+    return len(cases)
+
+
+def test_conformance_vectors_are_reproduced_by_the_preprocessing_reference(vlm_task, tmp_path):
+    """The same vectors ``memlora export`` writes (add_vision_conformance), without an export;
+    a reference with another mean must fail them (the check can fail)."""
+    from tokenizers import Tokenizer
+
+    from memlora.vision.conformance import add_vision_conformance
+    from memlora.vision.export import write_preprocess
+    from memlora.vision.reference import VisionTorchRunner
+
+    task, adapters = vlm_task("tiny-smolvlm")
+    write_preprocess(tmp_path, task)
+    (tmp_path / "conformance.json").write_text("{}")
+    reference = VisionTorchRunner(task.info.path, {"vqa": adapters["vqa"]}, task.family, task.contract)
+    add_vision_conformance(tmp_path, task, reference, Tokenizer.from_file(str(task.info.tokenizer_file)))
+    assert _check_conformance_vectors(tmp_path) >= 2
+    # Negative control: a reference with another normalisation must not reproduce the vectors.
+    pre_path = tmp_path / "vision/preprocess.json"
+    pre = json.loads(pre_path.read_text())
+    pre["contract"]["image_mean"] = [m + 0.01 for m in pre["contract"]["image_mean"]]
+    pre_path.write_text(json.dumps(pre))
+    with pytest.raises(AssertionError):
+        _check_conformance_vectors(tmp_path)
+
+
+@pytest.mark.slow
+def test_preprocess_reference_reproduces_conformance_vectors(smolvlm_bundle):
+    out, _ = smolvlm_bundle
+    assert _check_conformance_vectors(out) >= 2
 
 
 @pytest.mark.slow
