@@ -101,9 +101,10 @@ def markdown(doc: dict) -> str:
     lines += ["| " + " | ".join(c) + " |" for c in cells]
     if any(r.get("note") and r["metric"] == "ttft_ms" for r in doc["rows"]):
         lines += ["", "\\* prompt clipped to the artifact's max_seq_len - 1."]
+    from .loop import section as loop_section
     from .peers import section
 
-    lines += ["", *goals(doc["summary"]), "", *section(doc)]
+    lines += ["", *goals(doc["summary"]), "", *section(doc), *loop_section(doc.get("loop_turn"))]
     return "\n".join(lines) + "\n"
 
 

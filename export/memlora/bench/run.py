@@ -60,7 +60,7 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
               adapter_modes: Sequence[str] | None = None, quants: Sequence[str] | None = None,
               switch_repeats: int = 5, resident: bool = True, bandwidth_mb: int = 512, export_parity: bool = False,
               plots: bool = True, timeout_s: float = 3600, llama_bench: str | Path | None = None,
-              log: Callable[[str], None] | None = None) -> BenchResult:
+              loop: bool = False, log: Callable[[str], None] | None = None) -> BenchResult:
     """Benchmark a bundle folder, or a model folder / preset name (exported first to a temp bundle).
 
     Args:
@@ -77,6 +77,8 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
         export_parity: check parity when exporting a model target. log: called with one line a step.
         llama_bench: a ``llama-bench`` binary (default ``$LLAMA_BENCH`` or PATH): llama.cpp peer rows on
             the same weights (:mod:`memlora.bench.llamacpp`); without one the peer is "not measured".
+        loop: also one memory-loop turn per backend and quant, with and without prefix reuse
+            (:mod:`memlora.bench.loop`).
     """
     say = log or (lambda _msg: None)
     if prompt_lens is None or not list(prompt_lens) or min(prompt_lens) < 1 or decode_tokens < 1 or repeats < 1:
@@ -101,7 +103,7 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
                     repeats=repeats, warmup=warmup, threads=threads, backends=backends, adapters=adapters,
                     adapter_modes=adapter_modes, quants=quants, switch_repeats=switch_repeats, resident=resident,
                     bandwidth_mb=bandwidth_mb, export_parity=export_parity, plots=plots, timeout_s=timeout_s,
-                    llama_bench=llama_bench, say=say)
+                    llama_bench=llama_bench, loop=loop, say=say)
     except BaseException:
         if made_out and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # nothing half-written left behind
@@ -110,7 +112,7 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
 
 def _run(target, bundle, manifest, out_dir: Path, *, prompt_lens, decode_tokens, repeats, warmup, threads,
          backends, adapters, adapter_modes, quants, switch_repeats, resident, bandwidth_mb, export_parity, plots,
-         timeout_s, llama_bench, say) -> BenchResult:
+         timeout_s, llama_bench, loop, say) -> BenchResult:
     from . import env as bench_env
     from . import rows as bench_rows
 
@@ -133,6 +135,10 @@ def _run(target, bundle, manifest, out_dir: Path, *, prompt_lens, decode_tokens,
                  if all(not want or a[k] in want for k, want in
                         (("backend", backends), ("adapter_mode", adapter_modes), ("quant", quants)))]
         results = _measure(plans, base_job, bundle, resident, timeout_s, say)
+        if loop:
+            from .loop import measure as measure_loops
+
+            doc["loop_turn"] = measure_loops(manifest, bundle, threads, say, timeout_s)
         say("bench pytorch eager (reference)")
         ref = _reference_job(manifest, Path(work), base_job, plans, prompt_lens)
         preset_file = Path(ref.model_dir) / "memlora_preset.json"  # written by memlora presets
