@@ -133,7 +133,7 @@ def run_preset(preset: str, out: Path, work: Path, backends: list[str], reuse: b
         dest = out / preset / (f"threads-{n}" if threads and len(threads) > 1 else "")
         settings = dict(SETTINGS[kind], threads=n)
         result = run_bench(bundle, dest, log=log, llama_bench=llama_bench, backends=backends, quants=quants,
-                           **settings)
+                           gguf_dir=work / f"gguf-{preset}", **settings)
         runs[n] = dict(summary=result.summary, peers=result.doc.get("peers"),
                        files=[str(p) for p in (result.json_path, result.md_path, *result.plots)])
     return dict(preset=preset, status="ok", export_s=export_s, bench_s=time.perf_counter() - t0 - export_s, runs=runs)

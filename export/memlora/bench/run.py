@@ -60,7 +60,8 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
               adapter_modes: Sequence[str] | None = None, quants: Sequence[str] | None = None,
               switch_repeats: int = 5, resident: bool = True, bandwidth_mb: int = 512, export_parity: bool = False,
               plots: bool = True, timeout_s: float = 3600, llama_bench: str | Path | None = None,
-              loop: bool = False, log: Callable[[str], None] | None = None) -> BenchResult:
+              gguf_dir: str | Path | None = None, loop: bool = False,
+              log: Callable[[str], None] | None = None) -> BenchResult:
     """Benchmark a bundle folder, or a model folder / preset name (exported first to a temp bundle).
 
     Args:
@@ -77,6 +78,7 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
         export_parity: check parity when exporting a model target. log: called with one line a step.
         llama_bench: a ``llama-bench`` binary (default ``$LLAMA_BENCH`` or PATH): llama.cpp peer rows on
             the same weights (:mod:`memlora.bench.llamacpp`); without one the peer is "not measured".
+            gguf_dir: keep its GGUF files there (reused by the next bench of the same model), else a temp folder.
         loop: also one memory-loop turn per backend and quant, with and without prefix reuse
             (:mod:`memlora.bench.loop`).
     """
@@ -103,7 +105,7 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
                     repeats=repeats, warmup=warmup, threads=threads, backends=backends, adapters=adapters,
                     adapter_modes=adapter_modes, quants=quants, switch_repeats=switch_repeats, resident=resident,
                     bandwidth_mb=bandwidth_mb, export_parity=export_parity, plots=plots, timeout_s=timeout_s,
-                    llama_bench=llama_bench, loop=loop, say=say)
+                    llama_bench=llama_bench, gguf_dir=gguf_dir, loop=loop, say=say)
     except BaseException:
         if made_out and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # nothing half-written left behind
@@ -112,7 +114,7 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
 
 def _run(target, bundle, manifest, out_dir: Path, *, prompt_lens, decode_tokens, repeats, warmup, threads,
          backends, adapters, adapter_modes, quants, switch_repeats, resident, bandwidth_mb, export_parity, plots,
-         timeout_s, llama_bench, loop, say) -> BenchResult:
+         timeout_s, llama_bench, gguf_dir, loop, say) -> BenchResult:
     from . import env as bench_env
     from . import rows as bench_rows
 
@@ -154,7 +156,8 @@ def _run(target, bundle, manifest, out_dir: Path, *, prompt_lens, decode_tokens,
         doc["model"] = dict(doc["model"], shape=shape)
         doc["rows"] = bench_rows.build_rows(results, reference, manifest, doc["bandwidth"]["gbps"], shape=shape,
                                             root=bundle, llc=doc["machine"].get("last_level_cache_bytes"))
-        doc["peers"], peer_rows = _peer(llama_bench, ref, Path(work), shape, doc["bandwidth"]["gbps"], say)
+        doc["peers"], peer_rows = _peer(llama_bench, ref, Path(gguf_dir or Path(work) / "gguf"), shape,
+                                        doc["bandwidth"]["gbps"], say)
         doc["rows"] += peer_rows
     doc["summary"] = bench_rows.summarize(doc["rows"])
     return _write(doc, out_dir, plots)
@@ -163,7 +166,7 @@ def _peer(llama_bench, ref: BenchJob, work: Path, shape, gbps: float, say) -> tu
     """llama.cpp on the reference's weights, at the same threads, prompts and decode position."""
     from . import llamacpp
 
-    info, rows = llamacpp.measure(llamacpp.find_binary(llama_bench), Path(ref.model_dir), work / "gguf",
+    info, rows = llamacpp.measure(llamacpp.find_binary(llama_bench), Path(ref.model_dir), work,
                                   threads=ref.threads, prompt_lens=ref.requested_prompt_lens,
                                   decode_prompt_len=ref.decode_prompt_len, decode_tokens=ref.decode_tokens,
                                   repeats=ref.repeats, shape=shape, gbps=gbps, say=say)
