@@ -7,7 +7,8 @@ from collections import Counter
 from ...core.config import ExportSpec, Quant
 
 
-# Fitted on the qwen2.5-0.5b shape, int4 external, three adapters (benchmarks/results): peak RSS =
+# Fitted on the qwen2.5-0.5b shape, int4 external, through two of three adapters (5.36 GiB; 6.85 GiB
+# after the third: RSS grows per adapter; benchmarks/results/qwen2.5-0.5b-shape): peak RSS =
 # the fp32 model + the Python/torch/ExecuTorch runtime + LOWERING x the bytes the export writes
 # (the torchao codes, XNNPACK's packed copy, the emitted program and its data buffers live at once).
 RUNTIME_BYTES = 600 << 20
