@@ -118,9 +118,7 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
                 manifest.artifacts.append(artifact)
                 progress.advance(job)
             progress.update(job, description="prompts, conformance.json" + (", embedder" if opts.embedder else ""))
-            # The exported model (and the lowering's cyclic graph garbage) go before the extras load
-            # a PyTorch reference of their own: at 0.5B that is 2 GB more at the export's peak otherwise.
-            del task
+            del task  # and the lowering's garbage, before the extras load a reference of their own (2 GB at 0.5B)
             gc.collect()
             write_bundle_extras(tmp, manifest, reference, opts.embedder)
         manifest = write_manifest(tmp, manifest)
