@@ -112,7 +112,8 @@ def export_real(preset: str, work: Path, backends: list[str], timed: tuple[str, 
     return merge_bundles(work / f"bundle-{preset}", parts)
 
 
-def run_preset(preset: str, out: Path, work: Path, backends: list[str], reuse: bool, log) -> dict:
+def run_preset(preset: str, out: Path, work: Path, backends: list[str], reuse: bool, log, threads: list[int] | None = None,
+               llama_bench: Path | None = None, quants: list[str] | None = None) -> dict:
     kind = "real" if get_preset(preset).real_size else "tiny"
     bundle = work / f"bundle-{preset}"
     t0 = time.perf_counter()
@@ -127,22 +128,27 @@ def run_preset(preset: str, out: Path, work: Path, backends: list[str], reuse: b
                                  quants=[Quant.NONE, Quant.INT8, Quant.INT4], check_parity=True,
                                  force=True), show_progress=False)
     export_s = time.perf_counter() - t0
-    result = run_bench(bundle, out / preset, log=log, **SETTINGS[kind])
-    return dict(preset=preset, status="ok", export_s=export_s, bench_s=time.perf_counter() - t0 - export_s,
-                summary=result.summary, files=[str(p) for p in (result.json_path, result.md_path, *result.plots)])
+    runs = {}
+    for n in threads or [SETTINGS[kind]["threads"]]:  # one bench per thread count, llama.cpp in each
+        dest = out / preset / (f"threads-{n}" if threads and len(threads) > 1 else "")
+        settings = dict(SETTINGS[kind], threads=n)
+        result = run_bench(bundle, dest, log=log, llama_bench=llama_bench, backends=backends, quants=quants,
+                           gguf_dir=work / f"gguf-{preset}", **settings)
+        runs[n] = dict(summary=result.summary, peers=result.doc.get("peers"),
+                       files=[str(p) for p in (result.json_path, result.md_path, *result.plots)])
+    return dict(preset=preset, status="ok", export_s=export_s, bench_s=time.perf_counter() - t0 - export_s, runs=runs)
 
 
-def llama_cpp_peer() -> dict:
-    """The llama.cpp peer row's status (issue 17 item 6). Never required: the suite says why not."""
-    import os
-    import shutil
+def llama_cpp_peer(binary: str | None) -> dict:
+    """Which llama-bench the suite hands every bench (issue 17 item 6); never required."""
+    from memlora.bench import llamacpp
 
-    binary = os.environ.get("LLAMA_BENCH") or shutil.which("llama-bench")
-    if not binary:
+    found = llamacpp.find_binary(binary)
+    if found is None:
         return dict(peer="llama.cpp", status="not measured",
-                    reason="no llama-bench on PATH (or LLAMA_BENCH); build llama.cpp from source to add it")
-    return dict(peer="llama.cpp", status="not measured", binary=binary,
-                reason="llama-bench found, but the GGUF conversion and peer rows are not implemented yet")
+                    reason="no llama-bench (--llama-bench, LLAMA_BENCH or PATH); build llama.cpp from source to add it")
+    return dict(peer="llama.cpp", status="measured in each bench", binary=str(found), version=llamacpp.version(found),
+                reason=f"{found}, llama-quantize {'found' if found.with_name('llama-quantize').is_file() else 'missing: f32 only'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presets", help="comma-separated presets instead of the standard list")
     ap.add_argument("--backends", help="comma-separated (default: every backend that runs here)")
     ap.add_argument("--reuse", action="store_true", help="reuse bundles already in --work")
+    ap.add_argument("--threads", help="comma-separated thread counts, one bench each (default: 1)")
+    ap.add_argument("--quants", help="comma-separated quants to bench (default: all in the bundle)")
+    ap.add_argument("--llama-bench", help="llama-bench binary for llama.cpp peer rows (default: LLAMA_BENCH or PATH)")
     args = ap.parse_args(argv)
     presets = args.presets.split(",") if args.presets else [TINY, *(REAL if args.real else ())]
     backends = args.backends.split(",") if args.backends else [b for b in ("onnx", "executorch") if runnable(b) is None]
@@ -162,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     report = []
-    peer = llama_cpp_peer()
+    peer = llama_cpp_peer(args.llama_bench)
+    threads = [int(n) for n in args.threads.split(",")] if args.threads else None
+    quants = args.quants.split(",") if args.quants else None
     log(f"llama.cpp: {peer['status']} ({peer['reason']})")
     for preset in presets:
         reason = fits(preset)
@@ -171,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             report.append(dict(preset=preset, status="skipped", reason=reason))
         else:
             try:
-                report.append(run_preset(preset, args.out, args.work, backends, args.reuse, log))
+                report.append(run_preset(preset, args.out, args.work, backends, args.reuse, log, threads,
+                                         Path(peer["binary"]) if "binary" in peer else None, quants))
             except Exception as e:  # one preset failing must not lose the others' results
                 log(f"{preset} failed: {type(e).__name__}: {e}")
                 report.append(dict(preset=preset, status="error", reason=f"{type(e).__name__}: {e}"))

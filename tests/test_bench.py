@@ -163,6 +163,7 @@ def test_bad_adapter_is_a_clear_error(onnx_fp32_bundle, tmp_path):
     (["--quant", "int3"], "unknown --quant int3"),
     (["--adapter-mode", "baked"], "unknown --adapter-mode baked"),
     (["--backend", "coreml"], "no artifact of the bundle matches"),
+    (["--llama-bench", "/nonexistent/llama-bench"], "no llama-bench binary"),
 ])
 def test_bench_bad_filters_fail_before_any_work(onnx_fp32_bundle, tmp_path, monkeypatch, args, says):
     import memlora.bench.env as bench_env
@@ -285,3 +286,25 @@ def test_executorch_worker_gets_one_openmp_thread(monkeypatch):
         with pytest.raises(Stop):
             _spawn(dict(kind="artifact", artifact={"backend": backend}, threads=2), timeout_s=1)
         assert seen["env"]["OMP_NUM_THREADS"] == want
+
+
+def test_loop_turn_breakdown_and_identical_outputs(onnx_fp32_bundle):
+    """`memlora bench --loop`: one memory-loop turn per backend and quant in its own process, with
+    and without prefix reuse; each operation's wall time is split into prefill, decode and the rest."""
+    from memlora.bench.loop import OPS, measure, section
+    from memlora.core.bundle import read_manifest
+
+    root, _ = onnx_fp32_bundle
+    got = measure(read_manifest(root), root, 1, lambda _m: None)
+    assert [(r["backend"], r["quant"], r["status"]) for r in got] == [("onnx", "none", "ok")], got
+    r = got[0]
+    assert r["identical_outputs"] is True
+    for mode in ("full_prefill", "prefix_reuse"):
+        assert len(r[mode]["turns"]) == 3
+        for turn in r[mode]["turns"]:
+            for op in OPS:
+                parts = turn[f"{op}_prefill_ms"] + turn[f"{op}_decode_ms"] + turn[f"{op}_other_ms"]
+                assert parts == pytest.approx(turn[f"{op}_ms"], abs=0.5) and turn[f"{op}_prefill_ms"] > 0
+    assert r["prefix_reuse"]["stats"]["extract"]["reused_tokens"] > 0 == r["full_prefill"]["stats"]["extract"]["reused_tokens"]
+    text = "\n".join(section(got))
+    assert "onnx/external/none" in text and "| yes |" in text

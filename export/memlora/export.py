@@ -1,6 +1,8 @@
 """``memlora export``: model + adapters -> a bundle with artifacts, tokenizer, manifest, parity."""
 from __future__ import annotations
 
+import gc
+
 import itertools
 import shutil
 import time
@@ -116,6 +118,8 @@ def run_export(opts: ExportOptions, show_progress: bool = True) -> dict:
                 manifest.artifacts.append(artifact)
                 progress.advance(job)
             progress.update(job, description="prompts, conformance.json" + (", embedder" if opts.embedder else ""))
+            del task  # and the lowering's garbage, before the extras load a reference of their own (2 GB at 0.5B)
+            gc.collect()
             write_bundle_extras(tmp, manifest, reference, opts.embedder)
         manifest = write_manifest(tmp, manifest)
     if opts.stock_check:  # on the renamed bundle: the runtimes see the paths an app would

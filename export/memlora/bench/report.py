@@ -101,7 +101,10 @@ def markdown(doc: dict) -> str:
     lines += ["| " + " | ".join(c) + " |" for c in cells]
     if any(r.get("note") and r["metric"] == "ttft_ms" for r in doc["rows"]):
         lines += ["", "\\* prompt clipped to the artifact's max_seq_len - 1."]
-    lines += ["", *goals(doc["summary"])]
+    from .loop import section as loop_section
+    from .peers import section
+
+    lines += ["", *goals(doc["summary"]), "", *section(doc), *loop_section(doc.get("loop_turn"))]
     return "\n".join(lines) + "\n"
 
 
@@ -230,7 +233,8 @@ def plots(doc: dict, out_dir: Path) -> list[Path]:
     if dec:
         have = [m for m in MODES if any(m in modes for modes in dec.values())]
         title = "Decode speed: external LoRA vs fused" if len(have) > 1 else f"Decode speed ({have[0]} adapters)"
-        paths.append(_bars(doc, dec, [(m, m) for m in MODES], "decode tok/s (median over adapters)",
+        series = [(m, m) for m in MODES] + [("gguf", "llama.cpp (base model)")]
+        paths.append(_bars(doc, dec, series, "decode tok/s (median over adapters)",
                            title, statistics.median(eager) if eager else None,
                            out_dir / "decode_tps.png"))
     rss = _grouped(doc, "peak_rss_mb")

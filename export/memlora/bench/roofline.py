@@ -9,10 +9,11 @@ delegated head), so the table is taken out and one row put back:
 - ONNX: the graph says it. An initializer read only as the data of ``Gather`` /
   ``GatherBlockQuantized`` (and its scales / zero points there) counts one row; every other
   initializer counts in full (a tied table that also feeds the head through a Transpose does).
-- ExecuTorch: the embedding stays an fp32 ``nn.Embedding`` (torchao quantizes only linears), so
-  with a quantized (or untied) head it is a second, gather-only copy: ``vocab x hidden x 4``
-  bytes are taken out. A tied fp32 export stores the table once (its foundation.ptd is the size
-  of the ONNX base), read in full as the head: nothing is taken out.
+- ExecuTorch: an int8 / int4 export gathers from an int8 copy of the table beside the quantized
+  head (``table_quant`` in the artifact's meta: its bytes are taken out, one row put back);
+  exports from before that kept an fp32 ``nn.Embedding`` (``vocab x hidden x 4`` taken out), as
+  does an untied fp32 one. A tied fp32 export stores the table once (its foundation.ptd is the
+  size of the ONNX base), read in full as the head: nothing is taken out.
 - PyTorch eager: the parameters (tied counted once), less the table when untied.
 
 KV bytes are fp32 K and V of every layer at the mean decode position (prompt + tokens / 2).
@@ -93,6 +94,9 @@ def gathered(backend: str, root: Path | None, artifact: dict | None, adapter: st
         got = [onnx_gathered(str(Path(root) / rel)) for rel in files if (Path(root) / rel).is_file()]
         return sum(t for t, _ in got), sum(r for _, r in got) or row, "onnx graph: gather-only initializers"
     quantized = (artifact or {}).get("quant", "none") != "none"
+    tq = ((artifact or {}).get("meta") or {}).get("table_quant") or {}
+    if backend == "executorch" and tq.get("bytes"):  # int8 table beside the quantized head (table_quant.py)
+        return tq["bytes"], tq["bytes"] // shape["vocab"], "int8 embedding table beside the quantized head"
     if backend == "executorch" and weight_bytes > table and (quantized or not shape["tied"]):
         return table, row, "fp32 embedding table beside the quantized / untied head"
     if backend == "executorch":

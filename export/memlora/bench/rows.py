@@ -198,7 +198,7 @@ def summarize(rows: list[dict]) -> dict:
     best: dict = {}
     for runner, rs in decode.items():
         quant = rs[0]["quant"]
-        if rs[0]["backend"] == "pytorch" or (quant in best and best[quant]["decode_tps"] >= _med(rs)):
+        if rs[0]["backend"] in ("pytorch", "llama.cpp") or (quant in best and best[quant]["decode_tps"] >= _med(rs)):
             continue
         # Like with like: each adapter against eager on the same adapter, then the median ratio.
         per = {r["adapter"]: dict(tps=r["value"], eager_tps=eager.get(r["adapter"]), ratio=r.get("vs_pytorch"))
@@ -222,8 +222,10 @@ def summarize(rows: list[dict]) -> dict:
     for v in switch.values():
         v["met"] = None if v.get("target") is None else max(v["call_ms"], v.get("effective_ms") or 0) <= v["target"]
     skipped = {r["runner"]: f"{r['status']}: {r.get('reason')}" for r in rows if r["metric"] == "run"}
+    from .peers import compare
+
     return dict(decode_vs_eager=best, eager_decode_spread=spread, external_overhead=overhead, switch=switch, memory=_memory(ok),
-                not_measured=skipped)
+                not_measured=skipped, vs_llamacpp=compare(rows))
 
 
 def _memory(ok: list[dict]) -> dict:

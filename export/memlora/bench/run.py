@@ -59,7 +59,9 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
               backends: Sequence[str] | None = None, adapters: Sequence[str] | None = None,
               adapter_modes: Sequence[str] | None = None, quants: Sequence[str] | None = None,
               switch_repeats: int = 5, resident: bool = True, bandwidth_mb: int = 512, export_parity: bool = False,
-              plots: bool = True, timeout_s: float = 3600, log: Callable[[str], None] | None = None) -> BenchResult:
+              plots: bool = True, timeout_s: float = 3600, llama_bench: str | Path | None = None,
+              gguf_dir: str | Path | None = None, loop: bool = False,
+              log: Callable[[str], None] | None = None) -> BenchResult:
     """Benchmark a bundle folder, or a model folder / preset name (exported first to a temp bundle).
 
     Args:
@@ -74,6 +76,11 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
         adapters: only these are timed (default: all); a-b-a switching takes the first two of them
             (or of the bundle's). resident: also peak RSS with every fused model resident at once.
         export_parity: check parity when exporting a model target. log: called with one line a step.
+        llama_bench: a ``llama-bench`` binary (default ``$LLAMA_BENCH`` or PATH): llama.cpp peer rows on
+            the same weights (:mod:`memlora.bench.llamacpp`); without one the peer is "not measured".
+            gguf_dir: keep its GGUF files there (reused by the next bench of the same model), else a temp folder.
+        loop: also one memory-loop turn per backend and quant, with and without prefix reuse
+            (:mod:`memlora.bench.loop`).
     """
     say = log or (lambda _msg: None)
     if prompt_lens is None or not list(prompt_lens) or min(prompt_lens) < 1 or decode_tokens < 1 or repeats < 1:
@@ -81,6 +88,8 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
     out_dir = Path(out_dir)
     bundle, manifest = check_inputs(target, out_dir, backends=backends, adapters=adapters,
                                     adapter_modes=adapter_modes, quants=quants)  # before any expensive work
+    if llama_bench is not None and not Path(llama_bench).is_file():
+        raise MemloraError("no llama-bench binary here", llama_bench, "build llama.cpp (benchmarks/README.md) or drop --llama-bench")
     if not threads:  # explicit for every runtime, so eager and exports get the same cores
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
@@ -95,7 +104,8 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
         return _run(target, bundle, manifest, out_dir, prompt_lens=prompt_lens, decode_tokens=decode_tokens,
                     repeats=repeats, warmup=warmup, threads=threads, backends=backends, adapters=adapters,
                     adapter_modes=adapter_modes, quants=quants, switch_repeats=switch_repeats, resident=resident,
-                    bandwidth_mb=bandwidth_mb, export_parity=export_parity, plots=plots, timeout_s=timeout_s, say=say)
+                    bandwidth_mb=bandwidth_mb, export_parity=export_parity, plots=plots, timeout_s=timeout_s,
+                    llama_bench=llama_bench, gguf_dir=gguf_dir, loop=loop, say=say)
     except BaseException:
         if made_out and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # nothing half-written left behind
@@ -104,7 +114,7 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
 
 def _run(target, bundle, manifest, out_dir: Path, *, prompt_lens, decode_tokens, repeats, warmup, threads,
          backends, adapters, adapter_modes, quants, switch_repeats, resident, bandwidth_mb, export_parity, plots,
-         timeout_s, say) -> BenchResult:
+         timeout_s, llama_bench, gguf_dir, loop, say) -> BenchResult:
     from . import env as bench_env
     from . import rows as bench_rows
 
@@ -127,6 +137,10 @@ def _run(target, bundle, manifest, out_dir: Path, *, prompt_lens, decode_tokens,
                  if all(not want or a[k] in want for k, want in
                         (("backend", backends), ("adapter_mode", adapter_modes), ("quant", quants)))]
         results = _measure(plans, base_job, bundle, resident, timeout_s, say)
+        if loop:
+            from .loop import measure as measure_loops
+
+            doc["loop_turn"] = measure_loops(manifest, bundle, threads, say, timeout_s)
         say("bench pytorch eager (reference)")
         ref = _reference_job(manifest, Path(work), base_job, plans, prompt_lens)
         preset_file = Path(ref.model_dir) / "memlora_preset.json"  # written by memlora presets
@@ -142,8 +156,23 @@ def _run(target, bundle, manifest, out_dir: Path, *, prompt_lens, decode_tokens,
         doc["model"] = dict(doc["model"], shape=shape)
         doc["rows"] = bench_rows.build_rows(results, reference, manifest, doc["bandwidth"]["gbps"], shape=shape,
                                             root=bundle, llc=doc["machine"].get("last_level_cache_bytes"))
+        doc["peers"], peer_rows = _peer(llama_bench, ref, Path(gguf_dir or Path(work) / "gguf"), shape,
+                                        doc["bandwidth"]["gbps"], say)
+        doc["rows"] += peer_rows
     doc["summary"] = bench_rows.summarize(doc["rows"])
     return _write(doc, out_dir, plots)
+
+def _peer(llama_bench, ref: BenchJob, work: Path, shape, gbps: float, say) -> tuple[dict, list[dict]]:
+    """llama.cpp on the reference's weights, at the same threads, prompts and decode position."""
+    from . import llamacpp
+
+    info, rows = llamacpp.measure(llamacpp.find_binary(llama_bench), Path(ref.model_dir), work,
+                                  threads=ref.threads, prompt_lens=ref.requested_prompt_lens,
+                                  decode_prompt_len=ref.decode_prompt_len, decode_tokens=ref.decode_tokens,
+                                  repeats=ref.repeats, shape=shape, gbps=gbps, say=say)
+    say(f"llama.cpp: {info['status']}" + (f" ({info['reason']})" if info.get("reason") else ""))
+    return {"llama.cpp": info}, rows
+
 
 def _base_job(manifest: dict, bundle: Path, adapters, backends, **settings) -> BenchJob:
     """What every job shares; unknown adapter or backend names fail here, naming what exists."""

@@ -27,6 +27,9 @@ def bench(
     adapter_mode: Optional[str] = typer.Option(None, help="Only these modes (a model TARGET: external,fused)."),
     quant: Optional[str] = typer.Option(None, help="Only these quants (a model TARGET: none,int8,int4)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+    llama_bench: Optional[Path] = typer.Option(
+        None, help="A llama-bench binary: llama.cpp rows on the same weights (default: $LLAMA_BENCH or PATH)."),
+    loop: bool = typer.Option(False, "--loop", help="Also time a memory-loop turn per backend, with and without prefix reuse."),
 ) -> None:
     """Time every artifact against PyTorch eager: TTFT, prefill and decode speed, switching, RSS, disk."""
     from ..bench.run import run_bench
@@ -43,6 +46,7 @@ def bench(
         result = run_bench(target, out, prompt_lens=lens, decode_tokens=decode_tokens, repeats=repeats,
                            warmup=warmup, threads=threads, backends=csv(backend), adapters=csv(adapter),
                            adapter_modes=csv(adapter_mode), quants=csv(quant), plots=not no_plots,
+                           llama_bench=llama_bench, loop=loop,
                            log=lambda msg: console.print(f"[dim]{msg}[/dim]", highlight=False))
     except MemloraError as e:
         _fail(e)

@@ -132,6 +132,7 @@ def run_executorch(req: dict) -> dict:
     from .executorch_meta import REQUIRED, read_constant_methods
 
     import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (llama::custom_sdpa, update_cache)
+    import executorch.kernels.quantized  # noqa: F401  (embedding_byte: int4/int8 exports' token table)
     from executorch.extension.llm.runner import GenerationConfig, TextLLMRunner
     from pytorch_tokenizers.pytorch_tokenizers_cpp import HFTokenizer
 

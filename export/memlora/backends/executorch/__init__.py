@@ -39,15 +39,16 @@ class ExecuTorchBackend(Backend):
             job.meta["threads"] = job.spec.executorch.threads  # the runner's default threadpool size
 
     def export_external(self, job) -> None:
-        from .export import export_one
+        from .export import build_wrapper, export_one
 
+        wrapper, info = build_wrapper(job)  # once: each adapter is baked into it and taken out again
         for name, adapter in job.task.adapters.items():
-            export_one(job, name, adapter)
+            export_one(job, name, wrapper, info, adapter)
 
     def export_fused(self, job, adapter: str) -> None:
-        from .export import export_one
+        from .export import build_wrapper, export_one
 
-        export_one(job, adapter)
+        export_one(job, adapter, *build_wrapper(job))  # the task's model is fused now: wrap it now
 
     def finish(self, job) -> None:
         from .export import summarize

@@ -2,6 +2,7 @@
 the base weights of external mode in one shared ``foundation.ptd``. See the package docstring."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 
@@ -55,14 +56,63 @@ def _quantize(wrapper, spec: ExportSpec) -> int:
     return count
 
 
-def export_one(job: ExportJob, name: str, adapter=None) -> None:
-    """Lower one adapter's program (``adapter`` baked in; ``None``: fused already) and write its
-    ``.pte`` (and, external, the shared ``.ptd``); per-adapter figures go to ``job.meta``."""
+def build_wrapper(job: ExportJob):
+    """Once per artifact: the static-cache wrapper over a copy of the task's model that SHARES its
+    weight tensors (the copy is of modules only: wrapping swaps modules, quantizing replaces a
+    weight, neither writes into one), quantized once. Every adapter's program is lowered from it
+    with that adapter baked in and taken out again, so no adapter costs a copy of the model.
+    Returns (wrapper, graph-wide info)."""
+    import copy
+
+    import torch
+
+    from ...tasks.delegable import delegable_activations, delegable_norms
+    from ...tasks.static_decoder import static_decoder
+    from .table_quant import quantize_table
+
+    task, spec = job.task, job.spec
+    shared = {id(t): t for t in (*task.model.parameters(), *task.model.buffers())}
+    with torch.no_grad():
+        try:
+            wrapper = static_decoder(copy.deepcopy(task.model, shared), spec.max_seq_len, "auto", copy_model=False)
+        except Exception as e:
+            raise job.fail("wrapping", e, _FIX) from None
+        info: dict = dict(attention=wrapper.attention_summary, norms_as_linear=delegable_norms(wrapper),
+                          gelu_tanh_explicit=delegable_activations(wrapper))
+        if spec.quant is not Quant.NONE:
+            info["quantized_linears"] = _quantize(wrapper, spec)
+            info["table_quant"] = quantize_table(wrapper, spec.group_size)  # after the linears: the head keeps its own
+    return wrapper, info
+
+
+@contextlib.contextmanager
+def _baked(wrapper, adapter):
+    """``adapter``'s LoRA wrapped around its target modules for the block, then the bare modules back."""
+    from ...tasks.lora import bake_adapter
+
+    if adapter is None:
+        yield wrapper
+        return
+    bare = {path: wrapper.model.get_submodule(path) for path in adapter.weights}
+    bake_adapter(wrapper.model, adapter)
+    try:
+        yield wrapper
+    finally:
+        for path, module in bare.items():
+            parent, _, attr = path.rpartition(".")
+            setattr(wrapper.model.get_submodule(parent), attr, module)
+
+
+def export_one(job: ExportJob, name: str, wrapper, graph_info: dict, adapter=None) -> None:
+    """Lower one adapter's program from ``wrapper`` (``adapter`` baked in; ``None``: fused already)
+    and write its ``.pte`` (and, external, the shared ``.ptd``); per-adapter figures go to ``job.meta``."""
     t1 = time.perf_counter()
-    program, info = _lower(job, adapter)
+    with _baked(wrapper, adapter):
+        program, info = _lower(job, wrapper, dict(graph_info), external=adapter is not None)
     pte = job.add(f"adapter:{name}" if job.external else f"model:{name}", f"{name}.pte")
     pte.write_bytes(program.buffer)
     data = _data_files(program)
+    del program  # its serialized copy of the weights; the data cords below are what is left
     if job.external:
         _write_foundation(job, name, data, info)
     elif data:
@@ -72,17 +122,23 @@ def export_one(job: ExportJob, name: str, adapter=None) -> None:
     job.meta["per_adapter"][name] = info
 
 
-def _write_foundation(job: ExportJob, name: str, data: dict[str, bytes], info: dict) -> None:
-    """The first adapter writes ``foundation.ptd``; every later one must produce the same bytes."""
+def _write_foundation(job: ExportJob, name: str, data: dict, info: dict) -> None:
+    """The first adapter writes ``foundation.ptd``; every later one must produce the same bytes.
+    Hashed and written piece by piece (a ``bytes()`` of the whole file would be one more copy)."""
     blob = data.get(f"{FOUNDATION}.ptd")
     if blob is None:
         raise ExportFailure(f"ExecuTorch external export of {job.task.info.family.model_type} wrote no "
                             "foundation .ptd", fix="report this model; use --adapter-mode fused")
-    sha = info["foundation_sha256"] = hashlib.sha256(blob).hexdigest()
+    digest = hashlib.sha256()
+    for piece in _pieces(blob):
+        digest.update(piece)
+    sha = info["foundation_sha256"] = digest.hexdigest()
     first = job.meta.get("foundation_sha256")
     if first is None:
         job.meta["foundation_sha256"] = sha
-        job.add(FOUNDATION, f"{FOUNDATION}.ptd").write_bytes(blob)
+        with open(job.add(FOUNDATION, f"{FOUNDATION}.ptd"), "wb") as f:
+            for piece in _pieces(blob):
+                f.write(piece)
     elif sha != first:
         raise ExportFailure(
             f"the foundation .ptd for adapter {name!r} differs from the first adapter's "
@@ -90,10 +146,15 @@ def _write_foundation(job: ExportJob, name: str, data: dict[str, bytes], info: d
             fix="report this model; use --adapter-mode fused")
 
 
+def _pieces(blob):
+    """The buffers of an ExecuTorch ``Cord`` (or one bytes object) in order."""
+    return getattr(blob, "_buffers", None) or [bytes(blob)]
+
+
 def summarize(job: ExportJob) -> None:
     """Graph-wide figures from the first adapter, file sizes, and the foundation note."""
     first = next(iter(job.meta["per_adapter"].values()), {})
-    for key in ("delegation", "attention", "quantized_linears", "runner_metadata"):
+    for key in ("delegation", "attention", "quantized_linears", "table_quant", "runner_metadata"):
         if key in first:
             job.meta[key] = first[key]  # the same graph for every adapter but its LoRA layers
     job.meta["file_bytes"] = {role: job.path(role).stat().st_size for role in job.files}
@@ -107,16 +168,16 @@ def summarize(job: ExportJob) -> None:
         }
 
 
-def _data_files(program) -> dict[str, bytes]:
-    """The ``.ptd`` files a program would write, by file name (``write_tensor_data_to_file``
-    without touching the disk)."""
+def _data_files(program) -> dict:
+    """The ``.ptd`` files a program would write, by file name, as the program's own buffers
+    (``Cord``; ``write_tensor_data_to_file`` without touching the disk)."""
     program.buffer  # noqa: B018  (serializing fills the data files)
     data = getattr(program, "_tensor_data", None) or {}
-    return {(k if k.endswith(".ptd") else k + ".ptd"): bytes(v) for k, v in data.items()}
+    return {(k if k.endswith(".ptd") else k + ".ptd"): v for k, v in data.items()}
 
 
-def _lower(job: ExportJob, adapter=None):
-    """Wrap, (bake LoRA,) quantize, export, lower to XNNPACK, emit. Returns (program, info)."""
+def _lower(job: ExportJob, wrapper, info: dict, external: bool):
+    """torch.export the wrapper as it is now, lower it to XNNPACK, emit. Returns (program, info)."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
@@ -124,25 +185,10 @@ def _lower(job: ExportJob, adapter=None):
     from executorch.exir.passes.sym_shape_eval_pass import ConstraintBasedSymShapeEvalPass
 
     from ...stock.executorch_meta import constant_methods
-    from ...tasks.lora import bake_adapter
-    from ...tasks.delegable import delegable_activations, delegable_norms
-    from ...tasks.static_decoder import dynamic_shapes, example_inputs, static_decoder
+    from ...tasks.static_decoder import dynamic_shapes, example_inputs
 
     task, spec = job.task, job.spec
-    external = adapter is not None
-    info: dict = {}
     with torch.no_grad():
-        try:
-            wrapper = static_decoder(task.model, spec.max_seq_len, "auto")  # a copy: task.model untouched
-        except Exception as e:
-            raise job.fail("wrapping", e, _FIX) from None
-        info["attention"] = wrapper.attention_summary
-        info["norms_as_linear"] = delegable_norms(wrapper)
-        info["gelu_tanh_explicit"] = delegable_activations(wrapper)
-        if external:
-            bake_adapter(wrapper.model, adapter)
-        if spec.quant is not Quant.NONE:
-            info["quantized_linears"] = _quantize(wrapper, spec)
         args, dyn = example_inputs(), dynamic_shapes(spec.max_seq_len)
         # The stock runner's metadata (memlora.stock): constants in the .pte, not in the .ptd.
         runner_metadata = info["runner_metadata"] = constant_methods(
@@ -162,12 +208,14 @@ def _lower(job: ExportJob, adapter=None):
             edge = to_edge_transform_and_lower(
                 ep, partitioner=[XnnpackPartitioner()], constant_methods=runner_metadata,
                 compile_config=EdgeCompileConfig(_check_ir_validity=False))
+            del ep
             info["delegation"] = report.delegation_report(edge.exported_program().graph_module)
             program = edge.to_executorch(ExecutorchBackendConfig(
                 extract_delegate_segments=True,
                 memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
                 sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass(),
                 external_constants=_foundation_tag if external else False))
+            del edge
             program.buffer  # serialize now, so failures land here  # noqa: B018
         except Exception as e:
             raise job.fail("lowering to XNNPACK", e, _FIX) from None

@@ -4,15 +4,33 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 
-from ...core.config import ExportSpec
+from ...core.config import ExportSpec, Quant
+
+
+# Fitted on the qwen2.5-0.5b shape, int4 external, through two of three adapters (5.36 GiB; 6.85 GiB
+# after the third: RSS grows per adapter; benchmarks/results/qwen2.5-0.5b-shape): peak RSS =
+# the fp32 model + the Python/torch/ExecuTorch runtime + LOWERING x the bytes the export writes
+# (the torchao codes, XNNPACK's packed copy, the emitted program and its data buffers live at once).
+RUNTIME_BYTES = 600 << 20
+LOWERING = 3.8
 
 
 def estimate_memory(task, spec: ExportSpec) -> tuple[int, int | None]:
-    """(bytes the export is expected to need, bytes available): params x 4 bytes x ~3 (the
-    model, the copy that is lowered, the serialized program), plus the static caches."""
+    """(bytes the export is expected to need, bytes available). The wrapper shares the model's fp32
+    tensors (no copy per adapter), so: the model, the runtime, ``LOWERING`` x the lowered weights
+    (int4 / int8 linears and head with their scales, the int8 table; fp32: every weight), the caches.
+    fp32 uses the same factor; it was fitted on int4 only."""
     params = sum(p.numel() for p in task.model.parameters())
     cache = 2 * task.num_layers * task.kv_heads * task.head_dim * spec.max_seq_len * 4
-    need = params * 4 * 3 + cache
+    if spec.quant is Quant.NONE:
+        lowered = params * 4
+    else:
+        emb = task.model.get_input_embeddings().weight
+        head = getattr(getattr(task.model, "lm_head", None), "weight", None)
+        table = emb.numel()
+        linears = params - table + (table if head is emb else 0)  # a tied head is quantized as its own copy
+        lowered = int((linears + table) * (1 + 4 / spec.group_size))  # 8-bit codes (int4: unpacked) + fp32 scales
+    need = params * 4 + RUNTIME_BYTES + int(LOWERING * lowered) + cache
     avail = None
     try:
         with open("/proc/meminfo") as f:

@@ -19,6 +19,7 @@ _first_forward_done = [False]
 def _import_runtime():
     """The pybindings runtime with the LLM custom ops registered (needed before loading)."""
     import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (registers llama::*)
+    import executorch.kernels.quantized  # noqa: F401  (embedding_byte: the int8 token table of int4/int8 exports)
     from executorch.extension.pybindings import portable_lib
 
     return portable_lib
