@@ -12,8 +12,40 @@ from .lora import LoraLinear, inject_lora
 from .names import kv_names, lora_input_names  # noqa: F401  (re-exported)
 
 
+class TextShape:
+    """Shape figures of a task's text decoder, read from ``text_config`` (shared by the text and
+    the vision-language task, whose decoder config is nested)."""
+
+    adapters: dict[str, LoraAdapter]
+
+    @property
+    def num_layers(self) -> int:
+        return self.text_config.num_hidden_layers
+
+    @property
+    def kv_heads(self) -> int:
+        return self.text_config.num_key_value_heads
+
+    @property
+    def head_dim(self) -> int:
+        c = self.text_config
+        return getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+
+    @property
+    def hidden_size(self) -> int:
+        return self.text_config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text_config.vocab_size
+
+    def lora_modules(self) -> list[str]:
+        """Every module any adapter targets, in a stable order (the external graph's LoRA inputs)."""
+        return sorted({m for a in self.adapters.values() for m in a.weights})
+
+
 @dataclass
-class DecoderTask:
+class DecoderTask(TextShape):
     """A loaded causal LM (float32, eval) and the validated adapters to export with it."""
 
     model: nn.Module
@@ -25,24 +57,8 @@ class DecoderTask:
         return self.model.config
 
     @property
-    def num_layers(self) -> int:
-        return self.config.num_hidden_layers
-
-    @property
-    def kv_heads(self) -> int:
-        return self.config.num_key_value_heads
-
-    @property
-    def head_dim(self) -> int:
-        return getattr(self.config, "head_dim", None) or self.config.hidden_size // self.config.num_attention_heads
-
-    @property
-    def vocab_size(self) -> int:
-        return self.config.vocab_size
-
-    def lora_modules(self) -> list[str]:
-        """Every module any adapter targets, in a stable order (the external graph's LoRA inputs)."""
-        return sorted({m for a in self.adapters.values() for m in a.weights})
+    def text_config(self):
+        return self.model.config
 
 
 def build_decoder_task(info: ModelInfo, adapters: dict[str, LoraAdapter]) -> DecoderTask:

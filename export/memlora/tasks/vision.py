@@ -13,11 +13,12 @@ import torch
 from torch import nn
 
 from ..sources.adapters import LoraAdapter
+from .decoder import TextShape
 from .lora import LoraLinear, inject_lora
 
 
 @dataclass
-class VisionTask:
+class VisionTask(TextShape):
     """A loaded SVLM (float32, eval), its family, preprocessing contract and adapters."""
 
     model: nn.Module
@@ -33,35 +34,11 @@ class VisionTask:
     def text_config(self):
         return self.model.config.get_text_config()
 
-    @property
-    def num_layers(self) -> int:
-        return self.text_config.num_hidden_layers
-
-    @property
-    def kv_heads(self) -> int:
-        return self.text_config.num_key_value_heads
-
-    @property
-    def head_dim(self) -> int:
-        c = self.text_config
-        return getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-
-    @property
-    def hidden_size(self) -> int:
-        return self.text_config.hidden_size
-
-    @property
-    def vocab_size(self) -> int:
-        return self.text_config.vocab_size
-
     def language_model(self) -> nn.Module:
         return self.model.get_submodule(self.family.language_model)
 
     def lm_head(self) -> nn.Module:
         return self.model.get_submodule(self.family.lm_head)
-
-    def lora_modules(self) -> list[str]:
-        return sorted({m for a in self.adapters.values() for m in a.weights})
 
 
 class VisionEncoder(nn.Module):
