@@ -106,6 +106,13 @@ def example_inputs(task: DecoderTask, seq: int = 3, past_len: int = 2, rank: int
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, task.vocab_size, (1, seq), generator=gen)
     pos = torch.arange(past_len, past_len + seq).unsqueeze(0)
+    past, lora = example_past_and_lora(task, gen, past_len, rank)
+    return ids, pos, past, lora
+
+
+def example_past_and_lora(task: TextShape, gen: torch.Generator, past_len: int, rank: int):
+    """Random past key/values per layer and small LoRA ``(A, B)`` per adapted module, for tracing
+    any decoder of ``task`` (token or embeddings input)."""
     shape = (1, task.kv_heads, past_len, task.head_dim)
     past = [(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)) for _ in range(task.num_layers)]
     lora = []
@@ -114,4 +121,4 @@ def example_inputs(task: DecoderTask, seq: int = 3, past_len: int = 2, rank: int
         base = base.base if isinstance(base, LoraLinear) else base
         lora.append((torch.randn(rank, base.in_features, generator=gen) * 0.01,
                      torch.randn(base.out_features, rank, generator=gen) * 0.01))
-    return ids, pos, past, lora
+    return past, lora

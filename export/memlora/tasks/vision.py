@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..sources.adapters import LoraAdapter
-from .decoder import TextShape
+from .decoder import TextShape, example_past_and_lora
 from .lora import LoraLinear, inject_lora
 
 
@@ -182,14 +182,7 @@ def example_inputs(task: VisionTask, seq: int = 3, past_len: int = 2, rank: int 
     embeds = torch.randn(1, seq, task.hidden_size, generator=gen)
     pos = torch.arange(past_len, past_len + seq).unsqueeze(0)
     mask = torch.from_numpy(additive_mask(range(past_len, past_len + seq), past_len + seq))
-    shape = (1, task.kv_heads, past_len, task.head_dim)
-    past = [(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)) for _ in range(task.num_layers)]
-    lora = []
-    for m in task.lora_modules():
-        base = task.model.get_submodule(m)
-        base = base.base if isinstance(base, LoraLinear) else base
-        lora.append((torch.randn(rank, base.in_features, generator=gen) * 0.01,
-                     torch.randn(base.out_features, rank, generator=gen) * 0.01))
+    past, lora = example_past_and_lora(task, gen, past_len, rank)
     return embeds, pos, mask, past, lora
 
 

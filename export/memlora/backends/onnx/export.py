@@ -47,7 +47,6 @@ def _export_graph(job: ExportJob, modules: list[str]):
     """torch.onnx.export (dynamo) of the dynamic-KV decoder; returns a quantized ModelProto."""
     import onnx
     import torch
-    from onnx import numpy_helper
 
     from ...tasks.decoder import DynamicKVDecoder, example_inputs
 
@@ -78,8 +77,14 @@ def _export_graph(job: ExportJob, modules: list[str]):
         tmp_file = Path(tmp) / "model.onnx"
         program.save(str(tmp_file), external_data=True)
         model = onnx.load(str(tmp_file))  # loads the external weights into memory
-    # Zero-rank defaults: the base graph runs with no adapter, and onnxruntime's Python API
-    # accepts feeds that leave the LoRA inputs out.
+    return finish_decoder(model, modules, spec)
+
+
+def finish_decoder(model, modules: list[str], spec: ExportSpec):
+    """Zero-rank defaults for the LoRA inputs (the base graph runs with no adapter, and
+    onnxruntime's Python API accepts feeds that leave them out), then ``--quant``."""
+    from onnx import numpy_helper
+
     lora_set = set(lora_input_names(modules))
     for inp in model.graph.input:
         if inp.name in lora_set:

@@ -18,8 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from ...core.artifact import Artifact
-from .export import _exporter_quiet, _quantize, _save, write_onnx_adapter
-from ...core.config import AdapterMode, ExportSpec, Quant
+from .export import _exporter_quiet, _save, finish_decoder, write_onnx_adapter
+from ...core.config import AdapterMode, ExportSpec
 from ...core.errors import ExportFailure, MemloraError
 from ...tasks.names import kv_names, lora_input_names
 
@@ -71,7 +71,6 @@ def export_shared(task, spec: ExportSpec, out_dir: Path) -> dict[str, str]:
 
 def _text_graph(task, spec: ExportSpec, modules: list[str]):
     import torch
-    from onnx import numpy_helper
 
     from ...tasks.vision import EmbedsKVDecoder, example_inputs
 
@@ -89,14 +88,7 @@ def _text_graph(task, spec: ExportSpec, modules: list[str]):
     L = task.num_layers
     names = ["inputs_embeds", "position_ids", "attention_mask"] + kv_names(L, "past") + lora_input_names(modules)
     model = _export(wrapper, args, dyn, names, ["logits"] + kv_names(L, "present"), spec.onnx.opset, "text decoder", task)
-    lora_set = set(lora_input_names(modules))
-    for inp in model.graph.input:
-        if inp.name in lora_set:
-            dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inp.type.tensor_type.shape.dim]
-            model.graph.initializer.append(numpy_helper.from_array(np.zeros(dims, np.float32), inp.name))
-    if spec.quant is not Quant.NONE:
-        model = _quantize(model, spec)
-    return model
+    return finish_decoder(model, modules, spec)
 
 
 def export(task, spec: ExportSpec, out_dir: Path) -> Artifact:
