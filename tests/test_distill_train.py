@@ -127,17 +127,21 @@ def test_cli_error_is_one_line(tmp_path, preset_dir):
 
 
 def test_preset_config_overrides_keep_the_weights(tmp_path, preset_dir):
-    """The distilled preset's base: tiny-qwen2 with 4,096 positions, the same weights byte for byte."""
+    """A longer context is the same weights byte for byte; the distilled preset's smaller
+    initializer_range draws the same shapes at a smaller scale (its warm-up needs it)."""
     from memlora.distill.preset import DISTILLED_PRESETS
     from memlora.sources.presets import write_preset
 
     plain, _ = preset_dir("tiny-qwen2")
-    p = DISTILLED_PRESETS["tiny-qwen2-distilled"]
-    long, _ = write_preset(p.base, tmp_path / "long", p.base_config)
+    long, _ = write_preset("tiny-qwen2", tmp_path / "long", {"max_position_embeddings": 4096})
     assert json.loads((long / "config.json").read_text())["max_position_embeddings"] == 4096
     assert json.loads((plain / "config.json").read_text())["max_position_embeddings"] == 2048
     assert (long / "model.safetensors").read_bytes() == (plain / "model.safetensors").read_bytes()
     assert json.loads((long / "memlora_preset.json").read_text())["config_overrides"] == {"max_position_embeddings": 4096}
+    p = DISTILLED_PRESETS["tiny-qwen2-distilled"]
+    assert p.base_config == {"max_position_embeddings": 4096, "initializer_range": 0.02} and p.warmup.steps > 0
+    small, _ = write_preset(p.base, tmp_path / "small", p.base_config)
+    assert (small / "model.safetensors").read_bytes() != (plain / "model.safetensors").read_bytes()
 
 
 def test_per_op_training_options(tmp_path, preset_dir):

@@ -141,7 +141,9 @@ def _clean(value: Any) -> Any:
 def extract_messages(templates: Templates, turns: Sequence[DialogTurn],
                      today: str | None = None) -> list[dict[str, str]]:
     """Messages asking the extract adapter for ``{"facts": [...]}`` from ``turns``."""
-    conversation = [{"speaker": t.speaker, "text": t.text} for t in turns]
+    # The speaker goes last: the name a fact starts with then sits a fixed distance before the
+    # answer, whatever the turn's length (a small adapter learns to copy it far sooner).
+    conversation = [{"text": t.text, "speaker": t.speaker} for t in turns]
     today = today if today is not None else _dt.date.today().isoformat()
     return templates.extract.messages({"conversation": as_data(conversation),
                                        "today": as_data(today)[1:-1]})

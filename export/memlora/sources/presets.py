@@ -94,8 +94,9 @@ def get_preset(name: str) -> Preset:
 def write_preset(name: str, out: str | Path, config_overrides: dict | None = None) -> tuple[Path, dict[str, Path]]:
     """Write preset ``name`` to ``out``: ``out/model`` and ``out/adapters/<name>``.
 
-    ``config_overrides`` replace config fields that do not change the weights' shapes or draws
-    (a distilled preset's longer ``max_position_embeddings``: RoPE has no position weights), and
+    ``config_overrides`` replace config fields that do not change the weights' shapes
+    (a distilled preset's longer ``max_position_embeddings``: RoPE has no position weights, so the
+    weights stay byte for byte; its ``initializer_range``: the same draws at another scale), and
     are recorded in ``memlora_preset.json``. Returns the model folder and a mapping adapter name
     -> PEFT folder.
     """

@@ -175,7 +175,7 @@ public enum Prompts {
     }
 
     public static func extractMessages(_ t: Templates, _ turns: [DialogTurn], today: String) throws -> [Message] {
-        let conv = JSON.array(turns.map { ["speaker": .string($0.speaker), "text": .string($0.text)] })
+        let conv = JSON.array(turns.map { ["text": .string($0.text), "speaker": .string($0.speaker)] })  // speaker last, as memlora renders it
         let todayData = Array(asData(.string(today)).unicodeScalars)
         return try t.extract.messages(["conversation": asData(conv),
                                        "today": PyText.string(todayData[1..<(todayData.count - 1)])])

@@ -124,7 +124,7 @@ object Prompts {
     }
 
     fun extractMessages(t: Templates, turns: List<DialogTurn>, today: String): List<Message> {
-        val conv = turns.map { obj("speaker" to it.speaker, "text" to it.text) }
+        val conv = turns.map { obj("text" to it.text, "speaker" to it.speaker) }  // speaker last, as memlora renders it
         val todayData = asData(today)
         return t.extract.messages(mapOf("conversation" to asData(conv), "today" to todayData.substring(1, todayData.length - 1)))
     }
