@@ -164,6 +164,7 @@ def test_bad_adapter_is_a_clear_error(onnx_fp32_bundle, tmp_path):
     (["--adapter-mode", "baked"], "unknown --adapter-mode baked"),
     (["--backend", "coreml"], "no artifact of the bundle matches"),
     (["--llama-bench", "/nonexistent/llama-bench"], "no llama-bench binary"),
+    (["--programs", "some"], "unknown --programs 'some'"),
 ])
 def test_bench_bad_filters_fail_before_any_work(onnx_fp32_bundle, tmp_path, monkeypatch, args, says):
     import memlora.bench.env as bench_env

@@ -89,3 +89,17 @@ def test_residency_from_a_string(et_case, programs):
         assert bool(r._resident) is (programs == "all")
     finally:
         r.close()
+
+
+def test_bench_worker_records_the_residency(et_case):
+    """The bench's switch row says which residency it timed (AUTO is resolved by the runner)."""
+    from memlora.bench.job import BenchJob
+    from memlora.bench.worker import run_job
+
+    case = et_case("tiny-qwen2")
+    job = BenchJob(root=str(case.root), artifact=case.artifact.to_json(), adapters=["extract"],
+                   switch_pair=["extract", "update"], prompt_lens=[4], decode_prompt_len=4, decode_tokens=2,
+                   repeats=1, switch_repeats=1, vocab_size=64, threads=1, programs="one")
+    res = run_job(job)
+    assert res["programs"] == "one" and res["switch"]["switch_cost"]["n"] == 2
+    assert run_job(job.but(programs="all"))["programs"] == "all"

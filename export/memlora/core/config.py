@@ -42,6 +42,14 @@ class Residency(str, Enum):
     ALL = "all"    # every adapter's program loaded and warmed at start: a switch selects one
     ONE = "one"    # one program at a time: a switch loads the next (the smallest RSS)
 
+    @classmethod
+    def parse(cls, value: "Residency | str") -> "Residency":
+        """``value`` as a Residency; an unknown name is the one-line error naming the choices."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise MemloraError(f"unknown --programs {value!r}", fix="use auto, all or one") from None
+
 
 @dataclass(frozen=True)
 class OnnxConfig:

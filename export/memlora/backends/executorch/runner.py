@@ -103,7 +103,7 @@ class ExecuTorchRunner(ArtifactRunner):
         self._module = None
         self._module_key: str | None = None
         self._pinned: dict[str | None, tuple[object, int]] = {}  # adapter -> (program, kept length)
-        self.programs = choose_residency(Residency(programs), self._rt, artifact, self.root)
+        self.programs = choose_residency(Residency.parse(programs), self._rt, artifact, self.root)
         self._resident: dict[str | None, object] = {}
         if self.programs is Residency.ALL:
             self._resident = {name: self._warm(self._load_program(name)) for name in self.adapters}
