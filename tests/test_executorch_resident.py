@@ -103,3 +103,24 @@ def test_bench_worker_records_the_residency(et_case):
     res = run_job(job)
     assert res["programs"] == "one" and res["switch"]["switch_cost"]["n"] == 2
     assert run_job(job.but(programs="all"))["programs"] == "all"
+
+
+def test_threads_go_to_xnnpack_and_openmp_stays_at_one(et_case):
+    """``threads`` sizes XNNPACK's pool; the custom ops' OpenMP pool (libgomp through ATen) is held
+    at one thread so it does not spin beside it on the same cores."""
+    import torch
+
+    from memlora.backends import get_backend
+
+    case = et_case("tiny-qwen2")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        r = get_backend("executorch").load(case.artifact, case.root, threads=2, programs="one")
+        try:
+            assert r.threads == 2 and r._rt._threadpool_get_thread_count() == 2
+            assert torch.get_num_threads() == 1
+        finally:
+            r.close()
+    finally:
+        torch.set_num_threads(before)
