@@ -113,7 +113,7 @@ def export_real(preset: str, work: Path, backends: list[str], timed: tuple[str, 
 
 
 def run_preset(preset: str, out: Path, work: Path, backends: list[str], reuse: bool, log, threads: list[int] | None = None,
-               llama_bench: Path | None = None, quants: list[str] | None = None) -> dict:
+               llama_bench: Path | None = None, quants: list[str] | None = None, loop: bool = False) -> dict:
     kind = "real" if get_preset(preset).real_size else "tiny"
     bundle = work / f"bundle-{preset}"
     t0 = time.perf_counter()
@@ -129,11 +129,11 @@ def run_preset(preset: str, out: Path, work: Path, backends: list[str], reuse: b
                                  force=True), show_progress=False)
     export_s = time.perf_counter() - t0
     runs = {}
-    for n in threads or [SETTINGS[kind]["threads"]]:  # one bench per thread count, llama.cpp in each
+    for i, n in enumerate(threads or [SETTINGS[kind]["threads"]]):  # one bench per thread count, llama.cpp in each
         dest = out / preset / (f"threads-{n}" if threads and len(threads) > 1 else "")
         settings = dict(SETTINGS[kind], threads=n)
         result = run_bench(bundle, dest, log=log, llama_bench=llama_bench, backends=backends, quants=quants,
-                           gguf_dir=work / f"gguf-{preset}", **settings)
+                           gguf_dir=work / f"gguf-{preset}", loop=loop and i == 0, **settings)
         runs[n] = dict(summary=result.summary, peers=result.doc.get("peers"),
                        files=[str(p) for p in (result.json_path, result.md_path, *result.plots)])
     return dict(preset=preset, status="ok", export_s=export_s, bench_s=time.perf_counter() - t0 - export_s, runs=runs)
@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", help="comma-separated thread counts, one bench each (default: 1)")
     ap.add_argument("--quants", help="comma-separated quants to bench (default: all in the bundle)")
     ap.add_argument("--llama-bench", help="llama-bench binary for llama.cpp peer rows (default: LLAMA_BENCH or PATH)")
+    ap.add_argument("--loop", action="store_true", help="also a memory-loop turn (bench --loop), at the first thread count")
     args = ap.parse_args(argv)
     presets = args.presets.split(",") if args.presets else [TINY, *(REAL if args.real else ())]
     backends = args.backends.split(",") if args.backends else [b for b in ("onnx", "executorch") if runnable(b) is None]
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             try:
                 report.append(run_preset(preset, args.out, args.work, backends, args.reuse, log, threads,
-                                         Path(peer["binary"]) if "binary" in peer else None, quants))
+                                         Path(peer["binary"]) if "binary" in peer else None, quants, args.loop))
             except Exception as e:  # one preset failing must not lose the others' results
                 log(f"{preset} failed: {type(e).__name__}: {e}")
                 report.append(dict(preset=preset, status="error", reason=f"{type(e).__name__}: {e}"))

@@ -164,6 +164,7 @@ def test_bad_adapter_is_a_clear_error(onnx_fp32_bundle, tmp_path):
     (["--adapter-mode", "baked"], "unknown --adapter-mode baked"),
     (["--backend", "coreml"], "no artifact of the bundle matches"),
     (["--llama-bench", "/nonexistent/llama-bench"], "no llama-bench binary"),
+    (["--programs", "some"], "unknown --programs 'some'"),
 ])
 def test_bench_bad_filters_fail_before_any_work(onnx_fp32_bundle, tmp_path, monkeypatch, args, says):
     import memlora.bench.env as bench_env
@@ -308,3 +309,20 @@ def test_loop_turn_breakdown_and_identical_outputs(onnx_fp32_bundle):
     assert r["prefix_reuse"]["stats"]["extract"]["reused_tokens"] > 0 == r["full_prefill"]["stats"]["extract"]["reused_tokens"]
     text = "\n".join(section(got))
     assert "onnx/external/none" in text and "| yes |" in text
+
+
+def test_table_with_a_peer_that_has_no_per_runner_rows():
+    """A llama.cpp row set has decode / ttft rows under adapter 'none' and no load or RSS rows; the
+    table must render it (it once added a key to the index while iterating it)."""
+    from memlora.bench.report import table
+
+    def r(runner, adapter, metric, value, **kw):
+        return dict(runner=runner, adapter=adapter, metric=metric, value=value, min=value, max=value, status="ok", **kw)
+
+    doc = {"settings": {"prompt_lens": [8]}, "rows": [
+        r("onnx/external/none", None, "load_s", 1.0), r("onnx/external/none", None, "peak_rss_mb", 10.0),
+        r("onnx/external/none", "a", "decode_tps", 5.0), r("llama.cpp/gguf/q4_0", "none", "decode_tps", 7.0),
+        r("llama.cpp/gguf/q4_0", "none", "ttft_ms", 3.0, requested_prompt_len=8)]}
+    cols, cells = table(doc)
+    assert [c[:2] for c in cells] == [["onnx/external/none", "a"], ["llama.cpp/gguf/q4_0", "none"]]
+    assert cells[1][cols.index("peak RSS MiB")] == "-" and cells[1][cols.index("TTFT ms @8")] == "3.0"

@@ -15,6 +15,7 @@ from conftest import artifact as manifest_artifact
 
 from memlora.backends import availability, get_backend
 from memlora.backends.base import Artifact
+from memlora.core.config import Residency
 from memlora.core.errors import MemloraError
 
 HEAD = [5, 17, 99, 230, 41, 7, 12, 88, 140, 3]
@@ -23,7 +24,7 @@ SHORT = [201, 202, 203]
 TOL = 1e-4
 
 
-@pytest.fixture(params=["pytorch", "onnx", "onnx-fused", "executorch", "coreml"])
+@pytest.fixture(params=["pytorch", "onnx", "onnx-fused", "executorch", "executorch-one", "coreml"])
 def runner(request, onnx_fp32_bundle, preset_dir):
     name = request.param
     if name == "pytorch":
@@ -43,9 +44,13 @@ def runner(request, onnx_fp32_bundle, preset_dir):
         elif backend == "executorch":
             case = request.getfixturevalue("et_case")("tiny-qwen2")
             art, root = case.artifact, case.root
+            # every adapter's program resident (a switch selects one), or one at a time (reloads)
+            programs = Residency.ONE if name.endswith("one") else Residency.ALL
+            r = get_backend(backend).load(art, root, programs=programs)
         else:
             root, art = request.getfixturevalue("coreml_export")("tiny-qwen2")
-        r = get_backend(backend).load(art, root)
+        if backend != "executorch":
+            r = get_backend(backend).load(art, root)
     yield r
     r.close()
 

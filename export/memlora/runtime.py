@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.artifact import Artifact
+from .core.config import Residency
 from .core.runner import Runner
 from .core.errors import MemloraError
 
@@ -142,7 +143,7 @@ def load_embedder(bundle: Path, manifest: dict, backend: str, keep: list, thread
 
 def open_bundle(bundle_dir: str | Path, backend: str = "onnx", adapter_mode: str | None = None,
                 quant: str | None = None, threads: int | None = None, embedder: bool = True,
-                max_seq_len: int | None = None) -> Session:
+                max_seq_len: int | None = None, programs: Residency | str = Residency.AUTO) -> Session:
     """Open ``bundle_dir`` on ``backend`` (onnx, executorch, coreml or pytorch).
 
     Args:
@@ -150,6 +151,8 @@ def open_bundle(bundle_dir: str | Path, backend: str = "onnx", adapter_mode: str
         threads: intra-op threads of the runtime (default: the runtime's choice).
         embedder: load the bundle's embedder if it has one (else retrieval is FTS5/BM25).
         max_seq_len: the runner's context limit (default: the artifact's; none for growing caches).
+        programs: ExecuTorch, how many adapter programs stay loaded (:class:`Residency`; AUTO: all of
+            an external export when they fit in memory, so a switch is a selection, not a reload).
     """
     from .backends import get_backend
     from .core.bundle import read_manifest
@@ -163,7 +166,7 @@ def open_bundle(bundle_dir: str | Path, backend: str = "onnx", adapter_mode: str
     reason = module.available()  # Core ML off macOS runs on the MIL evaluator
     if reason:
         raise MemloraError(f"backend {module.name.value} cannot run here: {reason}", fix="choose another --backend")
-    runner = module.load(artifact, bundle, threads=threads, max_seq_len=max_seq_len)
+    runner = module.load(artifact, bundle, threads=threads, max_seq_len=max_seq_len, programs=Residency.parse(programs))
     keep: list = []
     emb = load_embedder(bundle, manifest, module.name.value, keep, threads) if embedder else None
     return Session(bundle, manifest, module.name.value, runner, tokenizer, templates, chat_format,

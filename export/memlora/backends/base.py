@@ -6,8 +6,10 @@
 * ``export(task, spec, out) -> Artifact``: lower a task (``memlora.tasks``) to files under ``out``
   (the bundle root); :class:`~memlora.backends.export_job.ExportJob` names the folder, runs the
   external/fused loop, times it and builds the :class:`Artifact`.
-* ``load(artifact, root, *, threads=None, max_seq_len=None) -> Runner``: open an export for inference;
-  runners derive from :class:`~memlora.backends.runner_base.RunnerBase`.
+* ``load(artifact, root, *, threads=None, max_seq_len=None, programs=Residency.AUTO) -> Runner``: open
+  an export for inference; runners derive from :class:`~memlora.backends.runner_base.RunnerBase`.
+  ``programs`` is ExecuTorch's (one program per adapter: how many stay loaded); the others hold
+  every adapter in one session or model and ignore it.
 * ``vision()``: the backend's vision-language module (``vision_module``: ``export(task, spec, out)``
   and ``load(artifact, root)`` for the three SVLM graphs of ``memlora.vision``).
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.artifact import Artifact
-from ..core.config import BackendName
+from ..core.config import BackendName, Residency
 from ..core.errors import MemloraError
 from ..core.runner import Runner
 
@@ -106,6 +108,6 @@ class Backend:
         """Optional: summary figures in ``job.meta`` once every file is written."""
 
     def load(self, artifact: Artifact, root: Path, *, threads: int | None = None,
-             max_seq_len: int | None = None) -> Runner:
+             max_seq_len: int | None = None, programs: Residency = Residency.AUTO) -> Runner:
         """Open ``artifact`` (files under ``root``) as a :class:`Runner`."""
         raise NotImplementedError

@@ -19,6 +19,7 @@ class BenchJob:
             plan, clipped to the artifact's KV-cache capacity.
         repeats, warmup, switch_repeats: timed runs, untimed runs, a-b-a rounds.
         threads: CPU threads every runtime is given; vocab_size, seed: the random prompts.
+        programs: ExecuTorch adapter programs kept loaded (``auto``, ``all``, ``one``; see Residency).
         rss_runtime_kb: RSS after the runtime imported, before the model loaded (set in the worker).
     """
 
@@ -39,6 +40,7 @@ class BenchJob:
     warmup: int = 0
     switch_repeats: int = 0
     threads: int | None = None
+    programs: str = "auto"
     vocab_size: int = 2
     seed: int = 0
     rss_runtime_kb: int | None = None

@@ -78,7 +78,7 @@ def _table(doc: dict) -> tuple[list[str], list[list[str]]]:
         dec = got.get(("decode_tps", None))
         if adapter is None or dec is None:
             continue
-        whole = index[(runner, None)]
+        whole = index.get((runner, None), {})  # a peer (llama.cpp) has no per-runner rows: never add one mid-loop
         ttft = [got.get(("ttft_ms", n)) for n in lens]
         pre, disk = got.get(("prefill_tps", lens[-1])), got.get(("disk_bytes", None))
         rss, load = whole.get(("peak_rss_mb", None)), whole.get(("load_s", None))

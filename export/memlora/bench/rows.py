@@ -71,9 +71,9 @@ def _runner_rows(base: dict, res: dict, plan: dict, weight_bytes: dict[str, int 
         rows.append(dict(base, metric=metric, unit=unit, **kw))
 
     cap = plan.get("max_seq_len")
-    row("load_s", "s", value=res["load_s"])
+    row("load_s", "s", value=res["load_s"], programs=res.get("programs"))
     mib = lambda kb: kb / 1024 if kb else None  # noqa: E731
-    row("peak_rss_mb", "MiB", value=mib(res["peak_rss_kb"]), rss_runtime_mb=mib(res.get("rss_runtime_kb")),
+    row("peak_rss_mb", "MiB", value=mib(res["peak_rss_kb"]), programs=res.get("programs"), rss_runtime_mb=mib(res.get("rss_runtime_kb")),
         rss_loaded_mb=mib(res.get("rss_loaded_kb")), model_rss_mb=mib(res["peak_rss_kb"] - (res.get("rss_runtime_kb") or 0)))
     for name, a in res["adapters"].items():
         at = dict(adapter=name)
@@ -94,7 +94,7 @@ def _runner_rows(base: dict, res: dict, plan: dict, weight_bytes: dict[str, int 
         sw = res["switch"]
         row("switch_ms", "ms", **_timing(sw["call"], 1e3), adapter="a-b-a")
         if "switch_cost" in sw:
-            row("switch_effective_ms", "ms", **_timing(sw["switch_cost"], 1e3), adapter="a-b-a",
+            row("switch_effective_ms", "ms", **_timing(sw["switch_cost"], 1e3), adapter="a-b-a", programs=res.get("programs"),
                 first_step_ms=sw["first_step"]["median"] * 1e3, steady_step_ms=sw["steady_step"]["median"] * 1e3,
                 note="per round: set_adapter + (first 1-token step after it - a steady step in the same round, "
                      "at least 0); median")

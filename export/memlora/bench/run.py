@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 from ..backends import exportable, get_backend
 from ..core.bundle import read_manifest
+from ..core.config import Residency
 from ..core.errors import MemloraError
 from .inputs import check_inputs
 from .job import BenchJob
@@ -60,7 +61,7 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
               adapter_modes: Sequence[str] | None = None, quants: Sequence[str] | None = None,
               switch_repeats: int = 5, resident: bool = True, bandwidth_mb: int = 512, export_parity: bool = False,
               plots: bool = True, timeout_s: float = 3600, llama_bench: str | Path | None = None,
-              gguf_dir: str | Path | None = None, loop: bool = False,
+              gguf_dir: str | Path | None = None, loop: bool = False, programs: str = "auto",
               log: Callable[[str], None] | None = None) -> BenchResult:
     """Benchmark a bundle folder, or a model folder / preset name (exported first to a temp bundle).
 
@@ -81,10 +82,12 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
             gguf_dir: keep its GGUF files there (reused by the next bench of the same model), else a temp folder.
         loop: also one memory-loop turn per backend and quant, with and without prefix reuse
             (:mod:`memlora.bench.loop`).
+        programs: ExecuTorch adapter programs kept loaded (:class:`~memlora.core.config.Residency`).
     """
     say = log or (lambda _msg: None)
     if prompt_lens is None or not list(prompt_lens) or min(prompt_lens) < 1 or decode_tokens < 1 or repeats < 1:
         raise MemloraError("prompt lengths, decode tokens and repeats must be positive", fix="e.g. --prompt-lens 64,256")
+    programs = Residency.parse(programs).value
     out_dir = Path(out_dir)
     bundle, manifest = check_inputs(target, out_dir, backends=backends, adapters=adapters,
                                     adapter_modes=adapter_modes, quants=quants)  # before any expensive work
@@ -105,7 +108,7 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
                     repeats=repeats, warmup=warmup, threads=threads, backends=backends, adapters=adapters,
                     adapter_modes=adapter_modes, quants=quants, switch_repeats=switch_repeats, resident=resident,
                     bandwidth_mb=bandwidth_mb, export_parity=export_parity, plots=plots, timeout_s=timeout_s,
-                    llama_bench=llama_bench, gguf_dir=gguf_dir, loop=loop, say=say)
+                    llama_bench=llama_bench, gguf_dir=gguf_dir, loop=loop, programs=programs, say=say)
     except BaseException:
         if made_out and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()  # nothing half-written left behind
@@ -114,7 +117,7 @@ def run_bench(target: str | Path, out_dir: str | Path, *, prompt_lens: Sequence[
 
 def _run(target, bundle, manifest, out_dir: Path, *, prompt_lens, decode_tokens, repeats, warmup, threads,
          backends, adapters, adapter_modes, quants, switch_repeats, resident, bandwidth_mb, export_parity, plots,
-         timeout_s, llama_bench, gguf_dir, loop, say) -> BenchResult:
+         timeout_s, llama_bench, gguf_dir, loop, programs, say) -> BenchResult:
     from . import env as bench_env
     from . import rows as bench_rows
 
@@ -125,14 +128,14 @@ def _run(target, bundle, manifest, out_dir: Path, *, prompt_lens, decode_tokens,
             manifest = read_manifest(bundle)
         settings = dict(target=str(target), bundle=str(bundle), prompt_lens=list(prompt_lens),
                         decode_tokens=decode_tokens, repeats=repeats, warmup=warmup, threads=threads,
-                        switch_repeats=switch_repeats, **{k: list(v) if v else None for k, v in (
+                        switch_repeats=switch_repeats, programs=programs, **{k: list(v) if v else None for k, v in (
                             ("backends", backends), ("adapter_modes", adapter_modes), ("quants", quants))})
         say(f"memory read bandwidth ({bandwidth_mb} MiB, {threads} threads)")
         doc = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": bench_env.machine(), "versions": bench_env.versions(), "settings": settings,
                "bandwidth": bench_env.memory_bandwidth(bandwidth_mb, threads=threads), "model": manifest["model"]}
         base_job = _base_job(manifest, bundle, adapters, backends, decode_tokens=decode_tokens, repeats=repeats,
-                             warmup=warmup, switch_repeats=switch_repeats, threads=threads)
+                             warmup=warmup, switch_repeats=switch_repeats, threads=threads, programs=programs)
         plans = [_plan(a, prompt_lens, decode_tokens) for a in manifest["artifacts"]
                  if all(not want or a[k] in want for k, want in
                         (("backend", backends), ("adapter_mode", adapter_modes), ("quant", quants)))]

@@ -53,6 +53,7 @@ def _open(job: BenchJob):
     threads = job.threads
     from memlora.backends import get_backend
     from memlora.core.artifact import Artifact
+    from memlora.core.config import Residency
 
     backend = get_backend(job.kind if job.kind == "pytorch" else job.artifact["backend"])
     reason = backend.available()  # imports the runtime before the clock starts
@@ -67,7 +68,8 @@ def _open(job: BenchJob):
         runner = reference_runner(job.model_dir, job.adapter_dirs, job.attn_implementation,
                                   threads=threads)
     else:
-        runner = backend.load(Artifact.from_json(job.artifact), Path(job.root), threads=threads)
+        runner = backend.load(Artifact.from_json(job.artifact), Path(job.root), threads=threads,
+                              programs=Residency.parse(job.programs))
     return runner, time.perf_counter() - t0, getattr(runner, "weight_bytes", None), runner.threads
 
 
@@ -148,7 +150,9 @@ def run_job(job: BenchJob) -> dict:
         job.rss_runtime_kb = sub.rss_runtime_kb
     else:
         runner, load_s, weight_bytes, threads = _open(job)
+        programs = getattr(runner, "programs", None)  # ExecuTorch: the residency AUTO resolved to
         result.update(load_s=load_s, weight_bytes=weight_bytes, threads_applied=threads,
+                      programs=programs.value if programs is not None else None,
                       rss_loaded_kb=_status_kb("VmRSS"), adapters={})
         for name in job.adapters:
             t0 = time.perf_counter()

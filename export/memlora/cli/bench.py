@@ -30,6 +30,8 @@ def bench(
     llama_bench: Optional[Path] = typer.Option(
         None, help="A llama-bench binary: llama.cpp rows on the same weights (default: $LLAMA_BENCH or PATH)."),
     loop: bool = typer.Option(False, "--loop", help="Also time a memory-loop turn per backend, with and without prefix reuse."),
+    programs: str = typer.Option("auto", help="ExecuTorch adapter programs kept loaded: auto (all when they fit "
+                                              "in memory), all, or one (a switch reloads)."),
 ) -> None:
     """Time every artifact against PyTorch eager: TTFT, prefill and decode speed, switching, RSS, disk."""
     from ..bench.run import run_bench
@@ -46,7 +48,7 @@ def bench(
         result = run_bench(target, out, prompt_lens=lens, decode_tokens=decode_tokens, repeats=repeats,
                            warmup=warmup, threads=threads, backends=csv(backend), adapters=csv(adapter),
                            adapter_modes=csv(adapter_mode), quants=csv(quant), plots=not no_plots,
-                           llama_bench=llama_bench, loop=loop,
+                           llama_bench=llama_bench, loop=loop, programs=programs,
                            log=lambda msg: console.print(f"[dim]{msg}[/dim]", highlight=False))
     except MemloraError as e:
         _fail(e)

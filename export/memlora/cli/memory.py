@@ -22,6 +22,8 @@ def chat(
     raw_fallback: bool = typer.Option(False, help="Store a line verbatim when the model extracts nothing valid "
                                                   "(needed with the random-weight presets, whose output never parses)."),
     max_new_tokens: int = typer.Option(64, help="Token budget of each generation (1..4096)."),
+    programs: str = typer.Option("auto", help="ExecuTorch adapter programs kept loaded: auto (all when they fit "
+                                              "in memory), all, or one (a switch reloads)."),
 ) -> None:
     """Talk to the memory loop: each line is remembered, then answered from memory."""
     from ..chat import ChatOptions, quiet_loop_logs, run_chat
@@ -32,7 +34,7 @@ def chat(
     try:
         if not 1 <= max_new_tokens <= 4096:
             raise MemloraError(f"--max-new-tokens {max_new_tokens} is out of range", fix="use 1..4096")
-        session = open_bundle(bundle, backend)
+        session = open_bundle(bundle, backend, programs=programs)
         session.loop(MemoryStore(":memory:"))  # adapters the loop needs, before the store is touched
         for failure in session.file_failures():
             console.print(f"[yellow]warning:[/yellow] {bundle}: {failure}", highlight=False, soft_wrap=True)

@@ -30,6 +30,27 @@ class Precision(str, Enum):
     FP16 = "fp16"
 
 
+class Residency(str, Enum):
+    """How many adapter programs an ExecuTorch runner keeps loaded (a run-time choice).
+
+    A freshly loaded program re-packs every base weight into XNNPACK's layout on its first step
+    (seconds at 0.5B); the pip runtime has XNNPACK's shared weight cache compiled out, so only
+    keeping programs loaded makes a switch cheap. Each resident program holds its own packed copy.
+    """
+
+    AUTO = "auto"  # external: every adapter's program when they fit in memory, else ONE; fused: ONE
+    ALL = "all"    # every adapter's program loaded and warmed at start: a switch selects one
+    ONE = "one"    # one program at a time: a switch loads the next (the smallest RSS)
+
+    @classmethod
+    def parse(cls, value: "Residency | str") -> "Residency":
+        """``value`` as a Residency; an unknown name is the one-line error naming the choices."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise MemloraError(f"unknown --programs {value!r}", fix="use auto, all or one") from None
+
+
 @dataclass(frozen=True)
 class OnnxConfig:
     """ONNX block: the opset the exporter targets; whether int4 also quantizes the embedding table.

@@ -22,7 +22,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from ...core.config import BackendName
+from ...core.config import BackendName, Residency
 from ..base import Artifact, Backend
 
 TARGET = "iOS18"  # Core ML state (the KV cache) and block-wise int4 need iOS 18 / macOS 15
@@ -78,7 +78,8 @@ class CoreMLBackend(Backend):
             job.meta["package_bytes"] = {n: package_bytes(job.out / p) for n, p in job.files.items()}
 
     def load(self, artifact: Artifact, root: Path, *, threads: int | None = None,
-             max_seq_len: int | None = None, engine: str | None = None):
+             max_seq_len: int | None = None, engine: str | None = None,
+             programs: Residency = Residency.AUTO):
         from .runner import CoreMLRunner
 
         return CoreMLRunner(artifact, Path(root), engine, max_seq_len)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...core.config import BackendName
+from ...core.config import BackendName, Residency
 from ..base import Artifact, Backend
 
 FOUNDATION = "foundation"  # tag of the shared weights -> foundation.ptd
@@ -56,10 +56,11 @@ class ExecuTorchBackend(Backend):
         summarize(job)
 
     def load(self, artifact: Artifact, root: Path, *, threads: int | None = None,
-             max_seq_len: int | None = None):
+             max_seq_len: int | None = None, programs: Residency = Residency.AUTO):
+        """``programs``: how many adapter programs stay loaded (see :class:`Residency`)."""
         from .runner import ExecuTorchRunner
 
-        return ExecuTorchRunner(artifact, Path(root), max_seq_len, threads)
+        return ExecuTorchRunner(artifact, Path(root), max_seq_len, threads, programs)
 
 
 BACKEND = ExecuTorchBackend()

@@ -31,15 +31,19 @@ def estimate_memory(task, spec: ExportSpec) -> tuple[int, int | None]:
         linears = params - table + (table if head is emb else 0)  # a tied head is quantized as its own copy
         lowered = int((linears + table) * (1 + 4 / spec.group_size))  # 8-bit codes (int4: unpacked) + fp32 scales
     need = params * 4 + RUNTIME_BYTES + int(LOWERING * lowered) + cache
-    avail = None
+    return need, available_bytes()
+
+
+def available_bytes() -> int | None:
+    """The kernel's MemAvailable in bytes (Linux); None where there is no /proc/meminfo."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
+                    return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return need, avail
+    return None
 
 
 def warn_memory(task, spec: ExportSpec) -> dict:

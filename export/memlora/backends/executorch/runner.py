@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.artifact import Artifact
+from ...core.config import Residency
 from ...core.console import native_stderr_captured
 from ...core.errors import MemloraError
 from ..runner_base import ArtifactRunner
@@ -25,26 +26,75 @@ def _import_runtime():
     return portable_lib
 
 
-class ExecuTorchRunner(ArtifactRunner):
-    """One program is loaded at a time: external mode loads ``<adapter>.pte`` with the shared
-    ``foundation.ptd``; fused mode loads the adapter's self-contained ``.pte``. The K/V cache
-    lives inside the program (in-place buffers); positions past the current one are never read,
-    so resetting is rewinding the position to 0, and switching adapter also rewinds.
+def _limit_openmp() -> None:
+    """One OpenMP thread for the LLM custom ops (custom_sdpa, update_cache: ATen's parallel_for in
+    libcustom_ops_aot_lib, i.e. libgomp), set before the first forward. The matmuls run on XNNPACK's
+    own pool (``threads``); a second pool on the same cores only spins at its barriers (issue 17:
+    35% of samples in libgomp at 2 threads, 32.5 -> 36.8 tok/s with one OpenMP thread)."""
+    import torch
 
-    Prefix reuse: a snapshot is the program itself, kept resident with its cache (the cache has no
-    copy-out in the runtime); restoring it is switching to that program and rewinding the position.
-    A program a snapshot holds is never written below the snapshot's length: such a write loads a
-    fresh program first. (An app does the same with ``Module`` and its own positions.)
+    torch.set_num_threads(1)
+
+
+def resident_bytes(rt, artifact: Artifact, root: Path) -> int:
+    """RSS that keeping every adapter's program loaded is expected to cost. Per program: its packed
+    copy of the base (about the size of foundation.ptd), its ``.pte``, and its memory-planned
+    outputs, which the pybindings allocate zero-filled at load: the logits of every position of the
+    longest prefill (2815 x 151936 fp32 = 1.7 GB at qwen2.5-0.5b, the bulk of it). Plus the
+    mapped foundation once. Measured there: 6.75 GB for three programs; this gives 6.9."""
+    files = {role: Path(root) / rel for role, rel in artifact.files.items()}
+    data = files[FOUNDATION].stat().st_size if FOUNDATION in files else 0
+    total = data
+    for role, path in files.items():
+        if role.startswith(("adapter:", "model:")):
+            meta = rt._load_program(str(path)).method_meta("forward")
+            planned = sum(meta.output_tensor_meta(i).nbytes() for i in range(meta.num_outputs())
+                          if meta.output_tensor_meta(i).is_memory_planned())
+            total += data + path.stat().st_size + planned
+    return total
+
+
+def choose_residency(programs: Residency, rt, artifact: Artifact, root: Path) -> Residency:
+    """ALL or ONE. AUTO keeps every program of an external export resident when that needs at most
+    half the available memory; fused programs are whole models, kept one at a time."""
+    if programs is not Residency.AUTO:
+        return programs
+    if not artifact.external or len(artifact.adapters) < 2:
+        return Residency.ONE
+    from .report import available_bytes
+
+    avail = available_bytes()
+    fits = avail is None or resident_bytes(rt, artifact, root) <= avail // 2
+    return Residency.ALL if fits else Residency.ONE
+
+
+class ExecuTorchRunner(ArtifactRunner):
+    """External mode runs ``<adapter>.pte`` with the shared ``foundation.ptd``; fused mode the
+    adapter's self-contained ``.pte``. The K/V cache lives inside the program (in-place buffers);
+    positions past the current one are never read, so resetting is rewinding the position to 0.
+
+    Residency (``programs``): with ``ALL`` every adapter's program is loaded at start and warmed
+    with one step (its first step packs the base weights for XNNPACK, seconds at real size), so a
+    switch selects a resident program and rewinds. With ``ONE`` a switch frees the program and loads
+    the next, which packs again on its first step. An app does the same with one ``Module`` per
+    adapter kept loaded, or, where the runtime is built with XNNPACK's weight cache (the Android and
+    Apple presets), with Modules that share the packed base.
+
+    Prefix reuse: a snapshot is the program itself with its cache (the runtime has no copy-out);
+    restoring it is switching to that program and rewinding. A program a snapshot holds is never
+    written below the snapshot's length: such a write loads a fresh program first.
     """
 
     has_bare_base = False  # one program per adapter
 
-    def __init__(self, artifact: Artifact, root: Path, max_seq_len: int | None = None, threads: int | None = None):
+    def __init__(self, artifact: Artifact, root: Path, max_seq_len: int | None = None, threads: int | None = None,
+                 programs: Residency = Residency.AUTO):
         if max_seq_len is not None and artifact.max_seq_len is not None and max_seq_len > artifact.max_seq_len:
             raise MemloraError(f"max_seq_len {max_seq_len} exceeds the exported cache ({artifact.max_seq_len})",
                                fix="re-export with a larger --max-seq-len")
         super().__init__(artifact, root, max_seq_len)
         self._rt = _import_runtime()
+        _limit_openmp()
         threads = threads or artifact.meta.get("threads")
         if threads:  # the process-wide XNNPACK threadpool
             self._rt._unsafe_reset_threadpool(int(threads))
@@ -53,6 +103,10 @@ class ExecuTorchRunner(ArtifactRunner):
         self._module = None
         self._module_key: str | None = None
         self._pinned: dict[str | None, tuple[object, int]] = {}  # adapter -> (program, kept length)
+        self.programs = choose_residency(Residency.parse(programs), self._rt, artifact, self.root)
+        self._resident: dict[str | None, object] = {}
+        if self.programs is Residency.ALL:
+            self._resident = {name: self._warm(self._load_program(name)) for name in self.adapters}
         self.start()
 
     def _load_program(self, name: str | None):
@@ -61,12 +115,22 @@ class ExecuTorchRunner(ArtifactRunner):
         with native_stderr_captured():
             return self._rt._load_for_executorch(str(pte), **kwargs)
 
+    def _warm(self, program):
+        """One step at position 0, so the program's weights are packed now rather than on the first
+        real step; what it writes to the cache is overwritten by the next prefill from 0."""
+        self._run(program, [0], 0)
+        return program
+
     def _activate(self, name: str | None) -> None:
         if self._module_key == name:
             return
-        self._module = None  # free the previous program first (unless a snapshot keeps it)
+        self._module = None  # free a non-resident program first (unless a snapshot keeps it)
         pinned = self._pinned.get(name)
-        self._module = pinned[0] if pinned is not None else self._load_program(name)
+        if pinned is not None:
+            self._module = pinned[0]
+        else:
+            resident = self._resident.get(name)
+            self._module = resident if resident is not None else self._load_program(name)
         self._module_key = name
 
     def _save(self):
@@ -80,9 +144,19 @@ class ExecuTorchRunner(ArtifactRunner):
         super().drop_prefixes()
         self._pinned.clear()
 
-    def _forward(self, ids: list[int]) -> np.ndarray:
+    def _run(self, program, part: list[int], pos: int) -> np.ndarray:
         import torch  # the pybindings take torch tensors
 
+        args = [torch.tensor([part], dtype=torch.long), torch.tensor([pos], dtype=torch.long)]
+        if _first_forward_done[0]:
+            out = program.forward(args)
+        else:
+            with native_stderr_captured():
+                out = program.forward(args)
+            _first_forward_done[0] = True
+        return out[0][0].float().numpy()
+
+    def _forward(self, ids: list[int]) -> np.ndarray:
         pinned = self._pinned.get(self._module_key)
         if pinned is not None and pinned[0] is self._module and self.pos < pinned[1]:
             self._module = self._load_program(self._module_key)  # keep the snapshot's cache intact
@@ -91,14 +165,7 @@ class ExecuTorchRunner(ArtifactRunner):
         rows, pos = [], self.pos
         for i in range(0, len(ids), chunk):
             part = ids[i:i + chunk]
-            args = [torch.tensor([part], dtype=torch.long), torch.tensor([pos], dtype=torch.long)]
-            if _first_forward_done[0]:
-                out = self._module.forward(args)
-            else:
-                with native_stderr_captured():
-                    out = self._module.forward(args)
-                _first_forward_done[0] = True
-            rows.append(out[0][0].float().numpy())
+            rows.append(self._run(self._module, part, pos))
             pos += len(part)
         return np.concatenate(rows, axis=0)
 
@@ -106,3 +173,4 @@ class ExecuTorchRunner(ArtifactRunner):
         self._module = None
         self._module_key = None
         self._pinned.clear()
+        self._resident.clear()

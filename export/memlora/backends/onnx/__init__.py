@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...core.config import BackendName
+from ...core.config import BackendName, Residency
 from ..base import Artifact, Backend
 
 
@@ -36,7 +36,7 @@ class OnnxBackend(Backend):
         export_fused(job, adapter)
 
     def load(self, artifact: Artifact, root: Path, *, threads: int | None = None,
-             max_seq_len: int | None = None):
+             max_seq_len: int | None = None, programs: Residency = Residency.AUTO):
         from .runner import OnnxRunner
 
         return OnnxRunner(artifact, Path(root), threads, max_seq_len)

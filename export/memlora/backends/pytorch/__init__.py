@@ -8,7 +8,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ...core.config import BackendName
+from ...core.config import BackendName, Residency
 from ..base import Artifact, Backend
 
 
@@ -20,7 +20,7 @@ class PyTorchBackend(Backend):
     extra = None
 
     def load(self, artifact: Artifact | None, root: Path, *, threads: int | None = None,
-             max_seq_len: int | None = None):
+             max_seq_len: int | None = None, programs: Residency = Residency.AUTO):
         """The reference of the bundle at ``root`` (``artifact`` is ignored: PyTorch runs the source)."""
         from ...core.bundle import read_manifest
 
