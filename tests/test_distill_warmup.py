@@ -53,3 +53,18 @@ def test_too_little_dialogue_is_one_error(tmp_path, preset_dir):
         WarmupOptions(copy_share=2.0)
     with pytest.raises(MemloraError, match="copy_steps <= steps"):
         WarmupOptions(steps=10, copy_steps=20)
+
+
+def test_preset_on_too_little_dialogue_is_one_line_and_leaves_nothing(tmp_path):
+    """The fixture's dialogue is far below the preset's warm-up window: one error line, exit 2,
+    and no half-written preset (a base without adapters) left in the output folder."""
+    from typer.testing import CliRunner
+
+    from memlora.cli import app
+
+    out, data = tmp_path / "out", write_locomo_zip(tmp_path / "l.zip", n=4)
+    res = CliRunner().invoke(app, ["preset", "tiny-qwen2-distilled", str(out), "--data", str(data), "--quiet"])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert lines[0].startswith(f"error: {data}: too little dialogue") and " -- fix: " in lines[0]
+    assert out.is_dir() and not any(out.iterdir())

@@ -72,9 +72,8 @@ def write_distilled_preset(name: str, out: str | Path, data: str | Path, *, step
     """Write ``out/model``, ``out/teacher`` and ``out/adapters/{extract,update,answer}``.
 
     ``data`` is the LoCoMo file (read, never copied). Returns the model folder, the adapter
-    folders and the distill report (before/after held-out metrics, timings)."""
-    from ..sources.presets import write_preset
-
+    folders and the distill report (before/after held-out metrics, timings). On an error the
+    folder is left as empty as it was found."""
     if name not in DISTILLED_PRESETS:
         raise MemloraError(f"unknown distilled preset {name!r}", fix=f"use one of: {', '.join(DISTILLED_PRESETS)}")
     p = DISTILLED_PRESETS[name]
@@ -82,6 +81,18 @@ def write_distilled_preset(name: str, out: str | Path, data: str | Path, *, step
     if out.exists() and any(out.iterdir()):
         raise MemloraError("output folder exists and is not empty", out, "choose another folder")
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _build(p, out, data, steps, show_progress)
+    except BaseException:  # the folder was empty: leave nothing half-written (a base without adapters)
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        raise
+
+
+def _build(p: DistilledPreset, out: Path, data: str | Path, steps: int | None,
+           show_progress: bool) -> tuple[Path, dict[str, Path], dict[str, Any]]:
+    from ..sources.presets import write_preset
+
     with tempfile.TemporaryDirectory(prefix=".base-", dir=out) as tmp:
         model_dir, _random_adapters = write_preset(p.base, tmp, p.base_config)
         shutil.move(str(model_dir), out / "model")
@@ -105,4 +116,4 @@ def _warm_up(p: DistilledPreset, model_dir: Path, data: str | Path, steps: int |
         return None
     splits = split_conversations(read_locomo(data), p.teacher)
     return warm_base(model_dir, [i.conversation for i in splits["train"]],
-                     [i.conversation for i in splits["validation"]], opts, show_progress)
+                     [i.conversation for i in splits["validation"]], opts, show_progress, source=data)

@@ -9,10 +9,12 @@ up first, a stand-in for pretraining:
 - full-parameter next-token loss on the dialogue text of the **train split only** (``Speaker: text``
   lines, one session per document); never observations, questions, answers, or the validation /
   held-out conversations;
-- half the rows are a short run of random tokens repeated to the row's length, which can only be
-  predicted by copying from earlier in the context: in-context copying (induction heads) forms
-  within a few hundred steps (measured here: the loss on a repeated dialogue window fell from
-  6.7 to 1.9 nats between steps 400 and 600), where dialogue alone had not formed it in 3,000.
+- copying rows: runs of random tokens repeated to the row's length, which can only be predicted
+  by copying from earlier in the context. The first ``copy_steps`` steps train on them alone,
+  then they are ``copy_share`` of each batch beside dialogue windows. In-context copying
+  (induction heads) forms within a few hundred steps: on copying rows alone the loss on a
+  repeated dialogue window fell from 6.7 to 1.9 nats between steps 400 and 600, where dialogue
+  alone had not formed it in 3,000.
 
 The base must start from a small initialisation (``initializer_range`` 0.02, HF's default): from
 the presets' 0.08 the same recipe had still not learned to copy after 2,000 steps.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -135,11 +138,11 @@ def _train(model, stream, opts: WarmupOptions, progress) -> list[dict[str, float
 
 
 def warm_base(model_dir: str | Path, train: Sequence, validation: Sequence, opts: WarmupOptions,
-              show_progress: bool = True) -> dict[str, Any]:
+              show_progress: bool = True, source: str | Path | None = None) -> dict[str, Any]:
     """Warm the HF model in ``model_dir`` up on ``train``'s dialogue; rewrite its weights in place.
 
     ``train`` / ``validation`` are :class:`~memlora.memory.locomo.Conversation` lists (the teacher's
-    splits). The new weights are written to a temporary folder and renamed over the old ones, so an
+    splits); ``source`` is the file they came from, named in the error when they are too short. The new weights are written to a temporary folder and renamed over the old ones, so an
     interrupted warm-up leaves the old weights. Returns the record also written to ``memlora_warmup.json``.
     """
     import torch
@@ -158,7 +161,7 @@ def warm_base(model_dir: str | Path, train: Sequence, validation: Sequence, opts
     held = torch.tensor(dialogue_ids(validation, encode, int(cfg["eos_token_id"])))
     if len(stream) < 2 * opts.seq_len or len(held) < 64:
         raise MemloraError(f"too little dialogue to warm the base up ({len(stream)} train / {len(held)} "
-                           "validation tokens)", model_dir, "give more conversations or lower the warm-up seq_len")
+                           "validation tokens)", source or model_dir, "give more conversations or lower the warm-up seq_len")
     if opts.threads:
         torch.set_num_threads(opts.threads)
     model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa", dtype=torch.float32)
@@ -178,8 +181,6 @@ def _replace_weights(model, model_dir: Path, record: dict[str, Any]) -> None:
     model.save_pretrained(tmp)
     (tmp / WARMUP_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     for name in os.listdir(tmp):  # weights (and the record) only: config and tokenizer stay as they were
-        if name.endswith(".safetensors") or name.endswith(".json") and name in (WARMUP_RECORD, "model.safetensors.index.json"):
+        if name.endswith(".safetensors") or name in (WARMUP_RECORD, "model.safetensors.index.json"):
             os.replace(tmp / name, model_dir / name)
-    for name in os.listdir(tmp):
-        os.remove(tmp / name)
-    tmp.rmdir()
+    shutil.rmtree(tmp)
