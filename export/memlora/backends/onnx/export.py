@@ -14,6 +14,7 @@ import numpy as np
 from ...core.config import ExportSpec, Quant
 from ...tasks.names import kv_names, lora_input_names
 from ..export_job import ExportJob, export_failure
+from .fusions import fuse_rms_norms
 
 _EXTERNAL_DATA_BYTES = 1 << 30  # beyond this, weights go to a side file (protobuf stops at 2 GiB)
 
@@ -49,6 +50,7 @@ def _export_graph(job: ExportJob, modules: list[str]):
     import torch
 
     from ...tasks.decoder import DynamicKVDecoder, example_inputs
+    from ...tasks.grouped_attention import grouped_attention_for
 
     task, spec = job.task, job.spec
     wrapper = DynamicKVDecoder(task.model, modules).eval()
@@ -68,7 +70,8 @@ def _export_graph(job: ExportJob, modules: list[str]):
     output_names = ["logits"] + kv_names(L, "present")
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         try:
-            with _exporter_quiet():
+            # Grouped attention: no repeat_kv copy of the whole cache per layer and step.
+            with _exporter_quiet(), grouped_attention_for(task.model):
                 program = torch.onnx.export(
                     wrapper, args, dynamic_shapes=dyn, dynamo=True, opset_version=spec.onnx.opset,
                     input_names=input_names, output_names=output_names, verbose=False, optimize=True)
@@ -90,6 +93,7 @@ def finish_decoder(model, modules: list[str], spec: ExportSpec):
         if inp.name in lora_set:
             dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inp.type.tensor_type.shape.dim]
             model.graph.initializer.append(numpy_helper.from_array(np.zeros(dims, np.float32), inp.name))
+    fuse_rms_norms(model)  # before quantizing: the quantizer only looks at MatMul/Gather
     if spec.quant is not Quant.NONE:
         model = _quantize(model, spec)
     return model
@@ -174,8 +178,10 @@ def _quantize(model, spec: ExportSpec):
         return q.model.model
 
     model = nbits(model, bits, ("MatMul",), exclude=heads)
-    if heads:  # the head at 8 bits, as llama.cpp's q4_0 keeps its output tensor at q6_K: a 4-bit
-        model = nbits(model, 8, ("MatMul",), include=heads)  # head moved top-1 on near ties
+    if heads:  # by default the head at 8 bits, as llama.cpp's q4_0 keeps its output tensor at q6_K
+        # (a 4-bit head moved top-1 on near ties); --onnx-head-bits 4: int4 all the way.
+        head_bits = spec.onnx.head_bits if bits == 4 else 8
+        model = nbits(model, head_bits, ("MatMul",), include=heads)
     if bits == 4 and spec.onnx.quantize_table:  # the table as GatherBlockQuantized (int4 only in onnxruntime): one row a token
         model = nbits(model, 4, ("Gather",))
     return model

@@ -1,0 +1,119 @@
+"""Graph rewrites after the dynamo export: fewer, larger ops for onnxruntime's CPU decode step.
+
+The exporter writes each RMSNorm as seven elementwise ops (``Pow, ReduceMean, Add, Sqrt,
+Reciprocal, Mul, Mul``). A decode step of a 0.5B model runs ~49 of them, each a kernel launch
+and a pass over the hidden state; onnxruntime's own fusion does not match this form (it looks
+for ``Div``). :func:`fuse_rms_norms` replaces each with one ``SimplifiedLayerNormalization``
+(an onnxruntime op in the default domain, in every CPU build including the mobile packages and
+ONNX Runtime GenAI), which onnxruntime then fuses with the residual ``Add`` before it into
+``SkipSimplifiedLayerNormalization`` at session load.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class _Graph:
+    """Look-ups over one graph: producers, consumer counts, constant values."""
+
+    def __init__(self, graph):
+        from onnx import numpy_helper
+
+        self.graph = graph
+        self.producer = {o: n for n in graph.node for o in n.output}
+        self.consumers: dict[str, int] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers[name] = self.consumers.get(name, 0) + 1
+        for out in graph.output:
+            self.consumers[out.name] = self.consumers.get(out.name, 0) + 1
+        self.inputs = {i.name for i in graph.input}
+        self.consts = {i.name: i for i in graph.initializer if i.name not in self.inputs}
+        self._to_array = numpy_helper.to_array
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or ``Constant`` output, else None."""
+        if name in self.consts:
+            return self._to_array(self.consts[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    return self._to_array(attr.t)
+        return None
+
+    def only_use(self, name: str) -> bool:
+        """``name`` is read by exactly one node and is not a graph output."""
+        return self.consumers.get(name, 0) == 1
+
+    def make(self, name: str, op: str):
+        """The node producing ``name`` if it is an ``op`` (else None)."""
+        node = self.producer.get(name)
+        return node if node is not None and node.op_type == op else None
+
+
+def _other(node, name: str) -> str | None:
+    """The other input of a two-input node, given one of them."""
+    ins = list(node.input)
+    if len(ins) != 2 or name not in ins:
+        return None
+    return ins[1] if ins[0] == name else ins[0]
+
+
+def _match_rms(g: _Graph, final) -> tuple[str, str, float, list] | None:
+    """``Mul(weight, Mul(x, Reciprocal(Sqrt(Add(ReduceMean(Pow(x, 2)), eps)))))`` ending at
+    ``final`` -> (x, weight, eps, the matched nodes), or None."""
+    for inner_name in final.input:
+        weight = _other(final, inner_name)
+        inner = g.make(inner_name, "Mul")
+        w = g.const(weight) if weight else None
+        if inner is None or w is None or w.ndim != 1 or not g.only_use(inner_name):
+            continue
+        for rsqrt_name in inner.input:
+            x = _other(inner, rsqrt_name)
+            rec = g.make(rsqrt_name, "Reciprocal")
+            sqrt = rec and g.only_use(rsqrt_name) and g.make(rec.input[0], "Sqrt")
+            add = sqrt and g.only_use(rec.input[0]) and g.make(sqrt.input[0], "Add")
+            if not add or not g.only_use(sqrt.input[0]):
+                continue
+            mean = next((g.make(i, "ReduceMean") for i in add.input if g.make(i, "ReduceMean")), None)
+            eps = g.const(_other(add, mean.output[0])) if mean is not None else None
+            if eps is None or eps.size != 1 or not g.only_use(mean.output[0]) or not _last_axis(g, mean):
+                continue
+            pow_ = g.make(mean.input[0], "Pow")
+            two = g.const(pow_.input[1]) if pow_ is not None else None
+            if two is None or two.size != 1 or float(two) != 2.0 or pow_.input[0] != x or not g.only_use(pow_.output[0]):
+                continue
+            return x, weight, float(eps), [pow_, mean, add, sqrt, rec, inner, final]
+    return None
+
+
+def _last_axis(g: _Graph, mean) -> bool:
+    """ReduceMean over the last axis only, keeping it (axes as input, opset 18, or attribute)."""
+    keep = next((a.i for a in mean.attribute if a.name == "keepdims"), 1)
+    axes = g.const(mean.input[1]) if len(mean.input) > 1 and mean.input[1] else None
+    if axes is None:
+        axes = next((np.array(a.ints) for a in mean.attribute if a.name == "axes"), None)
+    return keep == 1 and axes is not None and axes.size == 1 and int(axes.reshape(-1)[0]) == -1
+
+
+def fuse_rms_norms(model) -> int:
+    """Replace every matched RMSNorm chain with ``SimplifiedLayerNormalization`` (in place, same
+    output name, fp32 statistics). Returns how many were fused."""
+    from onnx import helper
+
+    g = _Graph(model.graph)
+    drop, norms = set(), {}
+    for node in model.graph.node:
+        match = _match_rms(g, node) if node.op_type == "Mul" and id(node) not in drop else None
+        if match is None or any(id(n) in drop for n in match[3]):
+            continue
+        x, weight, eps, nodes = match
+        # Takes the place of the chain's last Mul: x and weight are defined before it.
+        norms[id(node)] = helper.make_node("SimplifiedLayerNormalization", [x, weight], [node.output[0]],
+                                           name=f"{node.name}_rms", axis=-1, epsilon=eps, stash_type=1)
+        drop.update(id(n) for n in nodes)
+    keep = [norms.get(id(n), n) for n in model.graph.node if id(n) not in drop or id(n) in norms]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return len(norms)

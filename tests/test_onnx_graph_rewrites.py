@@ -1,0 +1,143 @@
+"""The ONNX decoder's rewrites for onnxruntime's decode step: grouped attention without repeat_kv,
+RMSNorm as one SimplifiedLayerNormalization, and the int4 LM head's bits."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import artifact
+
+from memlora.core.errors import MemloraError
+
+FAMILIES = ["tiny-qwen2", "tiny-llama", "tiny-qwen3", "tiny-gemma2", "tiny-gemma3"]
+
+
+def _model(preset_dir, name):
+    from transformers import AutoModelForCausalLM
+
+    model_dir, _ = preset_dir(name)
+    return AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_grouped_attention_equals_eager(preset_dir, name, monkeypatch):
+    """Same logits as eager (with a KV cache and a mask), eager restored after the block; the
+    negative control pairs query heads with the wrong kv head and must differ."""
+    from transformers import DynamicCache
+
+    import memlora.tasks.grouped_attention as ga
+
+    model = _model(preset_dir, name)
+    assert model.config.num_attention_heads > model.config.num_key_value_heads  # grouped for real
+    ids = torch.randint(0, model.config.vocab_size, (1, 24), generator=torch.Generator().manual_seed(1))
+
+    def run():
+        cache = DynamicCache()
+        first = model(ids[:, :16], past_key_values=cache, use_cache=True).logits
+        return torch.cat([first, model(ids[:, 16:], past_key_values=cache, use_cache=True).logits], 1)
+
+    with torch.no_grad():
+        ref = run()
+        with ga.grouped_attention_for(model):
+            assert model.config._attn_implementation == ga.NAME
+            out = run()
+        assert model.config._attn_implementation == "eager"
+        assert float((out - ref).abs().max()) <= 1e-5
+
+        original = ga.grouped_attention
+
+        def wrong(module, query, key, value, *a, **k):  # kv heads swapped: the check can fail
+            return original(module, query, key.flip(1), value.flip(1), *a, **k)
+
+        monkeypatch.setattr(ga, "grouped_attention", wrong)
+        with ga.grouped_attention_for(model):
+            bad = run()
+        monkeypatch.undo()
+        ga.register()
+    assert float((bad - ref).abs().max()) > 1e-2
+
+
+def test_exported_graph_reads_the_cache_without_copies(onnx_fp32_bundle):
+    """No Expand in the graph touches a present key/value (repeat_kv is gone), and every RMSNorm
+    is one SimplifiedLayerNormalization (2 layers x 2 + final = 5 for tiny-qwen2)."""
+    import onnx
+
+    root, manifest = onnx_fp32_bundle
+    model = onnx.load(root / artifact(manifest, "onnx", "external")["files"]["model"], load_external_data=False)
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def upstream(name, depth=4):
+        node = producer.get(name)
+        if node is None or depth == 0:
+            return {name}
+        return {name}.union(*(upstream(i, depth - 1) for i in node.input))
+
+    for node in model.graph.node:
+        if node.op_type == "Expand":
+            assert not any(n.startswith("present.") for n in upstream(node.input[0])), node.name
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("SimplifiedLayerNormalization") == 5
+    assert "Pow" not in ops and "Reciprocal" not in ops
+
+
+def _rms_graph(exponent=2.0, extra_consumer=False):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array(exponent, np.float32), "two"),
+             numpy_helper.from_array(np.array([-1], np.int64), "axes"),
+             numpy_helper.from_array(np.array(1e-6, np.float32), "eps"),
+             numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "w")]
+    nodes = [helper.make_node("Pow", ["x", "two"], ["p"]),
+             helper.make_node("ReduceMean", ["p", "axes"], ["m"], keepdims=1),
+             helper.make_node("Add", ["m", "eps"], ["a"]),
+             helper.make_node("Sqrt", ["a"], ["s"]),
+             helper.make_node("Reciprocal", ["s"], ["r"]),
+             helper.make_node("Mul", ["x", "r"], ["n"]),
+             helper.make_node("Mul", ["w", "n"], ["y"], name="final")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 16])]
+    if extra_consumer:  # the statistics are used elsewhere: fusing would drop them
+        outputs.append(helper.make_tensor_value_info("m", TensorProto.FLOAT, [1, 3, 1]))
+    graph = helper.make_graph(nodes, "rms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_rms_norm_fused_to_one_op_with_the_same_output():
+    import onnxruntime as ort
+
+    from memlora.backends.onnx.fusions import fuse_rms_norms
+
+    x = np.random.default_rng(1).standard_normal((1, 3, 16)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString()).run(["y"], {"x": x})[0]  # noqa: E731
+    ref = run(_rms_graph())
+    model = _rms_graph()
+    assert fuse_rms_norms(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["SimplifiedLayerNormalization"]
+    np.testing.assert_allclose(run(model), ref, rtol=1e-5, atol=1e-6)
+    # Not an RMSNorm (x^3), or a statistic read elsewhere: left alone.
+    for other in (_rms_graph(exponent=3.0), _rms_graph(extra_consumer=True)):
+        assert fuse_rms_norms(other) == 0 and len(other.graph.node) == 7
+
+
+def test_head_bits_option():
+    """--onnx-head-bits 4 quantizes the (untied) head at 4 bits; anything but 4 or 8 is refused."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from memlora.backends.onnx.export import _quantize
+    from memlora.core.config import ExportSpec, OnnxConfig
+
+    table = np.random.default_rng(0).standard_normal((256, 64)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["h"]),
+             helper.make_node("Transpose", ["table"], ["table_t"], perm=[1, 0]),
+             helper.make_node("MatMul", ["h", "table_t"], ["logits"], name="head")]
+    graph = helper.make_graph(nodes, "tied", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4, 256])],
+                              [numpy_helper.from_array(table, "table")])
+    for bits in (8, 4):
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        q = _quantize(model, ExportSpec("onnx", "external", "int4", onnx=OnnxConfig(head_bits=bits)))
+        [head] = [n for n in q.graph.node if n.op_type == "MatMulNBits"]
+        assert next(a.i for a in head.attribute if a.name == "bits") == bits
+    with pytest.raises(MemloraError, match="head-bits"):
+        OnnxConfig(head_bits=5)
