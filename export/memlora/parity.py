@@ -6,6 +6,12 @@ logits are compared position by position. Up to the first argmax disagreement th
 free-running greedy decoding on both sides, so the first divergence index is the real one.
 A negative control checks the comparison can fail: the reference under a *different* adapter
 (or the bare base) must differ from the export by far more than the tolerance.
+
+Only the rows the export returns are compared. A runner whose ``returns_all_positions`` is False
+(ExecuTorch programs with last-position logits) gives one row per prefill: its comparison is the
+last prompt position plus every decode step (N rows per prompt; max |diff| and KL over those),
+and its negative control compares the other adapter's last prompt row with the export's. Any
+other shape difference from the reference is a failure.
 """
 from __future__ import annotations
 
@@ -85,7 +91,8 @@ def reference_trace(ref: Runner, adapter: str | None, prompt_ids: Sequence[int],
 
 
 def forced_trace(runner: Runner, adapter: str | None, prompt_ids: Sequence[int], tokens: Sequence[int]) -> np.ndarray:
-    """Run the export on the prompt and then on the reference's tokens (teacher forcing)."""
+    """Run the export on the prompt and then on the reference's tokens (teacher forcing): the
+    prompt rows it returns (all ``P``, or the last one), then one row per step."""
     runner.set_adapter(adapter)
     rows = [runner.prefill(prompt_ids)]
     for t in tokens[:-1]:
@@ -110,6 +117,7 @@ def check_parity(runner: Runner, reference: Runner, prompts: Sequence[Sequence[i
         "tolerance": asdict(tol),
         "n_tokens": n_tokens,
         "prompts": len(prompts),
+        "prompt_positions": "all" if getattr(runner, "returns_all_positions", True) else "last",
         "adapters": [dict(asdict(r), passed=r.passed) for r in results],
         "passed": all(r.passed for r in results) and bool(results),
     }
@@ -125,19 +133,23 @@ def _check_adapter(runner: Runner, reference: Runner, prompts, names: list, i: i
         res.failures.append(f"adapter {name!r} missing from the {'reference' if name not in reference.adapters else 'export'}")
         return res
     other = names[(i + 1) % len(names)] if len(names) > 1 else None
+    all_rows = getattr(runner, "returns_all_positions", True)
     diffs, agree, kls, neg = [], [], [], []
     first_div: int | None = None
     offset = 0
     for ids in prompts:
         ref_logits, tokens = reference_trace(reference, name, ids, n_tokens)
         exp_logits = forced_trace(runner, name, ids, tokens)
+        k = len(ids) if all_rows else 1  # prompt rows the export returns: all, or the last
+        ref_logits = ref_logits[len(ids) - k:]  # the same rows of the reference, then every step
         if exp_logits.shape != ref_logits.shape:
-            res.failures.append(f"logits shape {exp_logits.shape} != reference {ref_logits.shape}")
+            res.failures.append(f"logits shape {exp_logits.shape} != reference {ref_logits.shape} "
+                                f"({'every' if all_rows else 'the last'} prompt position, then each step)")
             continue
         diffs.append(float(np.abs(exp_logits - ref_logits).max()))
         # Decoding steps start at the last prompt position.
-        ref_top = ref_logits[len(ids) - 1:].argmax(-1)
-        exp_top = exp_logits[len(ids) - 1:].argmax(-1)
+        ref_top = ref_logits[k - 1:].argmax(-1)
+        exp_top = exp_logits[k - 1:].argmax(-1)
         agree.extend((ref_top == exp_top).tolist())
         mismatch = np.nonzero(ref_top != exp_top)[0]
         if len(mismatch) and first_div is None:
@@ -146,7 +158,7 @@ def _check_adapter(runner: Runner, reference: Runner, prompts, names: list, i: i
         lp, lq = _log_softmax(ref_logits), _log_softmax(exp_logits)
         kls.extend((np.exp(lp) * (lp - lq)).sum(-1).tolist())
         other_logits = reference_trace(reference, other, ids, 1)[0]
-        neg.append(float(np.abs(other_logits - exp_logits[: len(ids)]).max()))
+        neg.append(float(np.abs(other_logits[len(ids) - k:] - exp_logits[:k]).max()))
     if diffs:
         res.tokens_compared, res.max_abs_diff = len(agree), max(diffs)
         res.top1_agreement = float(np.mean(agree))

@@ -25,7 +25,8 @@ class RunnerBase:
 
     * ``_activate(name)``: make adapter ``name`` (``None``: the bare base) current.
     * ``_reset()``: forget the KV cache (optional; the position is rewound here).
-    * ``_forward(ids)``: run ``ids`` at position ``self.pos``; return logits ``[len(ids), vocab]``.
+    * ``_forward(ids)``: run ``ids`` at position ``self.pos``; return logits ``[len(ids), vocab]``,
+      or ``[1, vocab]`` (the last position's) where ``returns_all_positions`` is False.
     * ``_close()``: release runtime resources.
 
     And three for prefix KV reuse (:meth:`prefill_with_prefix`):
@@ -44,6 +45,9 @@ class RunnerBase:
 
     #: an external export can also run the base without any adapter.
     has_bare_base: bool = True
+    #: ``prefill`` returns a row per id; False: only the last id's row (``[1, vocab]``), as a
+    #: program that computes the LM head on the last position only (ExecuTorch) gives it.
+    returns_all_positions: bool = True
     #: CPU threads the runtime was given (``None``: the runtime's own choice, or not settable).
     threads: int | None = None
 
@@ -113,8 +117,9 @@ class RunnerBase:
         and keeps its cache; later calls whose ``ids`` start with the same prefix under the same
         adapter restore it and prefill only the rest. A different prefix (the template changed)
         replaces the kept one; a prefix is never used under another adapter. Returns the logits of
-        the positions after the prefix (``[len(ids) - prefix_len, vocab]``) and how many ids were
-        reused from a kept cache (``prefix_len`` on a hit, 0 when the prefix was prefilled now).
+        the positions after the prefix (``[len(ids) - prefix_len, vocab]``; ``[1, vocab]``, the
+        last one, where ``returns_all_positions`` is False) and how many ids were reused from a
+        kept cache (``prefix_len`` on a hit, 0 when the prefix was prefilled now).
         """
         ids = [int(i) for i in ids]
         prefix_len = min(int(prefix_len), len(ids) - 1)  # at least one token yields the logits
@@ -141,7 +146,8 @@ class RunnerBase:
         self._prefixes.clear()
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
-        """Append ``ids`` to the cache; return float32 logits ``[len(ids), vocab]``."""
+        """Append ``ids`` to the cache; return float32 logits ``[len(ids), vocab]`` (``[1, vocab]``,
+        the last position's, where ``returns_all_positions`` is False)."""
         ids = [int(i) for i in ids]
         if not ids:
             raise MemloraError("empty prompt", fix="pass at least one token")

@@ -28,7 +28,9 @@ class Runner(Protocol):
         """Forget the KV cache."""
 
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
-        """Append ``ids`` to the cache; return logits ``[len(ids), vocab]``."""
+        """Append ``ids`` to the cache; return logits ``[len(ids), vocab]``, or only the last
+        position's ``[1, vocab]`` where the runner's ``returns_all_positions`` is False (read it with
+        ``getattr(runner, "returns_all_positions", True)``: not every runner has it)."""
 
     def decode(self, token: int) -> np.ndarray:
         """Append one token; return logits ``[vocab]``."""

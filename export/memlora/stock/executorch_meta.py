@@ -8,7 +8,9 @@
 foundation ``.ptd`` (the shared base weights) does not change.
 
 The program itself already has the runner's signature: ``forward(tokens [1, T] int64,
-input_pos [1] int64) -> logits [1, T, vocab] float32`` with T dynamic up to ``max_seq_len - 1``.
+input_pos [1] int64) -> logits [1, 1, vocab] float32`` (the last position's; bundles written
+before that return ``[1, T, vocab]``, and the runner samples the last row of either) with T
+dynamic up to ``max_seq_len - 1``.
 """
 from __future__ import annotations
 

@@ -12,7 +12,11 @@ and replaces only two things:
   from positions with plain comparisons (no HF mask code).
 
 Inputs: ``tokens [1, T]`` (int64, T dynamic in 1..max_seq_len-1) and ``input_pos [1]`` (int64,
-the position of ``tokens[0, 0]``). Output: ``logits [1, T, vocab]`` (float32).
+the position of ``tokens[0, 0]``). Output: ``logits [1, T, vocab]`` (float32), or with
+``last_logits_only`` ``[1, 1, vocab]``: the final norm and LM head on the last position only, as
+ExecuTorch's own llama export does (``generate_full_logits=False``). ExecuTorch memory-plans the
+output at the largest T, so full logits cost every loaded program a zero-filled
+``[max_seq_len, vocab]`` fp32 buffer (1.7 GB at qwen2.5-0.5b); a sampler needs only the last row.
 
 Two attention kernels:
 
@@ -165,13 +169,17 @@ class StaticKVDecoder(nn.Module):
             attention modules are swapped); pass a copy (see ``static_decoder``) to keep yours.
         max_seq_len: cache capacity: prompt plus generated tokens.
         attention: ``"auto"``, ``"custom"`` or ``"math"`` (see the module docstring).
+        last_logits_only: return ``logits [1, 1, vocab]`` of the last position instead of
+            ``[1, T, vocab]`` (see the module docstring).
     """
 
-    def __init__(self, model: nn.Module, max_seq_len: int, attention: AttentionKind = "auto"):
+    def __init__(self, model: nn.Module, max_seq_len: int, attention: AttentionKind = "auto",
+                 last_logits_only: bool = False):
         super().__init__()
         self.model = model
         self.config = config = model.config
         self.max_seq_len = max_seq_len
+        self.last_logits_only = bool(last_logits_only)
         body = model.model
         n = config.num_hidden_layers
         self.layer_types = [_layer_type(config, i) for i in range(n)]
@@ -253,6 +261,8 @@ class StaticKVDecoder(nn.Module):
                            past_key_values=None, memlora_start=start, memlora_positions=positions)
             if isinstance(hidden, tuple):  # older layer signatures return (hidden, ...)
                 hidden = hidden[0]
+        if self.last_logits_only:  # a static [1, 1, D]: the head's output is no longer planned at max T
+            hidden = hidden[:, -1:, :]
         hidden = body.norm(hidden)
         logits = self.model.lm_head(hidden)
         if self.final_softcap is not None:
@@ -261,11 +271,11 @@ class StaticKVDecoder(nn.Module):
 
 
 def static_decoder(model: nn.Module, max_seq_len: int, attention: AttentionKind = "auto",
-                   copy_model: bool = True) -> StaticKVDecoder:
+                   copy_model: bool = True, last_logits_only: bool = False) -> StaticKVDecoder:
     """Wrap ``model`` (a copy of it by default, so the caller's model keeps its HF attention)."""
     if copy_model:
         model = copy.deepcopy(model)
-    return StaticKVDecoder(model, max_seq_len, attention).eval()
+    return StaticKVDecoder(model, max_seq_len, attention, last_logits_only).eval()
 
 
 def example_inputs(seq: int = 3, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

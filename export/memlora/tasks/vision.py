@@ -203,6 +203,8 @@ def static_embeds_decoder(task: VisionTask, max_seq_len: int, attention: str = "
     marked rows in one call is an image block whose rows attend to each other (Gemma3). The
     stock runner prefills every image as its own call, so a block never spans calls; a text
     chunk of any length carries 0s and stays causal. Math attention only (the mask is built here).
+    Logits of every position (no ``last_logits_only``, unlike the text programs): one multimodal
+    program is loaded at a time, and its parity compares the image prompt position by position.
     """
     import copy
 

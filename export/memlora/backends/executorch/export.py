@@ -74,9 +74,13 @@ def build_wrapper(job: ExportJob):
     shared = {id(t): t for t in (*task.model.parameters(), *task.model.buffers())}
     with torch.no_grad():
         try:
-            wrapper = static_decoder(copy.deepcopy(task.model, shared), spec.max_seq_len, "auto", copy_model=False)
+            # Last-position logits: a full-logits output is memory-planned at [max_seq_len, vocab] fp32
+            # per loaded program (1.7 GB at qwen2.5-0.5b), and the runners only sample the last row.
+            wrapper = static_decoder(copy.deepcopy(task.model, shared), spec.max_seq_len, "auto", copy_model=False,
+                                     last_logits_only=True)
         except Exception as e:
             raise job.fail("wrapping", e, _FIX) from None
+        job.meta["logits"] = "last" if wrapper.last_logits_only else "all"  # what the runner returns per prefill
         info: dict = dict(attention=wrapper.attention_summary, norms_as_linear=delegable_norms(wrapper),
                           gelu_tanh_explicit=delegable_activations(wrapper))
         if spec.quant is not Quant.NONE:

@@ -39,9 +39,11 @@ def _limit_openmp() -> None:
 def resident_bytes(rt, artifact: Artifact, root: Path) -> int:
     """RSS that keeping every adapter's program loaded is expected to cost. Per program: its packed
     copy of the base (about the size of foundation.ptd), its ``.pte``, and its memory-planned
-    outputs, which the pybindings allocate zero-filled at load: the logits of every position of the
-    longest prefill (2815 x 151936 fp32 = 1.7 GB at qwen2.5-0.5b, the bulk of it). Plus the
-    mapped foundation once. Measured there: 6.75 GB for three programs; this gives 6.9."""
+    outputs, which the pybindings allocate zero-filled at load. A program with full logits
+    (``meta["logits"]`` not ``"last"``: bundles written before last-position logits) plans the
+    logits of every position of the longest prefill (2815 x 151936 fp32 = 1.7 GB at qwen2.5-0.5b,
+    the bulk of it; measured there: 6.75 GB for three programs, this gave 6.9); a last-position
+    program plans one row. Plus the mapped foundation once."""
     files = {role: Path(root) / rel for role, rel in artifact.files.items()}
     data = files[FOUNDATION].stat().st_size if FOUNDATION in files else 0
     total = data
@@ -80,6 +82,10 @@ class ExecuTorchRunner(ArtifactRunner):
     adapter kept loaded, or, where the runtime is built with XNNPACK's weight cache (the Android and
     Apple presets), with Modules that share the packed base.
 
+    Logits: a program exported with last-position logits (``artifact.meta["logits"] == "last"``)
+    returns one row per call, so ``prefill`` returns ``[1, vocab]`` (``returns_all_positions`` is
+    False); older bundles return every position.
+
     Prefix reuse: a snapshot is the program itself with its cache (the runtime has no copy-out);
     restoring it is switching to that program and rewinding. A program a snapshot holds is never
     written below the snapshot's length: such a write loads a fresh program first.
@@ -93,6 +99,7 @@ class ExecuTorchRunner(ArtifactRunner):
             raise MemloraError(f"max_seq_len {max_seq_len} exceeds the exported cache ({artifact.max_seq_len})",
                                fix="re-export with a larger --max-seq-len")
         super().__init__(artifact, root, max_seq_len)
+        self.returns_all_positions = artifact.meta.get("logits", "all") != "last"
         self._rt = _import_runtime()
         _limit_openmp()
         threads = threads or artifact.meta.get("threads")
@@ -167,7 +174,8 @@ class ExecuTorchRunner(ArtifactRunner):
             part = ids[i:i + chunk]
             rows.append(self._run(self._module, part, pos))
             pos += len(part)
-        return np.concatenate(rows, axis=0)
+        # last-position programs give one row per call: the prompt's last row is the last chunk's
+        return np.concatenate(rows, axis=0) if self.returns_all_positions else rows[-1]
 
     def _close(self) -> None:
         self._module = None
