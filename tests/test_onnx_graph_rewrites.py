@@ -141,3 +141,17 @@ def test_head_bits_option():
         assert next(a.i for a in head.attribute if a.name == "bits") == bits
     with pytest.raises(MemloraError, match="head-bits"):
         OnnxConfig(head_bits=5)
+
+
+def test_quant_meta_names_non_default_variants():
+    """The manifest records the head's and table's bits; only non-default ones get a variant label
+    (bench rows name such an artifact onnx/external/int4+head4+table4, so both fit one table)."""
+    from memlora.backends.onnx.export import quant_meta
+    from memlora.core.config import ExportSpec, OnnxConfig
+
+    assert quant_meta(ExportSpec("onnx", "external", "none")) == {}
+    assert quant_meta(ExportSpec("onnx", "external", "int8", onnx=OnnxConfig(head_bits=4))) == \
+        dict(head_bits=8, table_bits=None)  # int8 keeps an 8-bit head whatever --onnx-head-bits says
+    assert quant_meta(ExportSpec("onnx", "external", "int4")) == dict(head_bits=8, table_bits=None)
+    spec = ExportSpec("onnx", "external", "int4", onnx=OnnxConfig(quantize_table=True, head_bits=4))
+    assert quant_meta(spec) == dict(head_bits=4, table_bits=4, variant="head4+table4")

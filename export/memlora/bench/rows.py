@@ -125,7 +125,9 @@ def build_rows(results: list[dict], reference: dict, manifest: dict, bw_gbps: fl
         rows += _runner_rows(ref_base, ref, reference["plan"], wb, roof("pytorch"))
     for item in results:
         art = item["artifact"]
-        base = dict(runner=f"{art['backend']}/{art['adapter_mode']}/{art['quant']}", backend=art["backend"],
+        variant = (art.get("meta") or {}).get("variant")  # e.g. int4 with a 4-bit head: its own row
+        base = dict(runner=f"{art['backend']}/{art['adapter_mode']}/{art['quant']}" + (f"+{variant}" if variant else ""),
+                    backend=art["backend"],
                     adapter_mode=art["adapter_mode"], quant=art["quant"], adapter=None, status="ok",
                     parity=(art.get("parity") or {}).get("passed"))
         shared, own = file_bytes(manifest, art)

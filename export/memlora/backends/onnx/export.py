@@ -30,7 +30,7 @@ def export_external(job: ExportJob) -> None:
     finally:
         remove_lora(task.model)
     job.meta.update(opset=job.spec.onnx.opset, ops=_save(model, job.add("model", "base.onnx")),
-                    lora_inputs=len(modules) * 2)
+                    lora_inputs=len(modules) * 2, **quant_meta(job.spec))
     for name, adapter in task.adapters.items():
         write_onnx_adapter(adapter, job.add(f"adapter:{name}", f"{name}.onnx_adapter"))
 
@@ -41,7 +41,19 @@ def export_fused(job: ExportJob, name: str) -> None:
     model = _export_graph(job, [])
     path = job.add(f"model:{name}", f"{name}/{name}.onnx")
     path.parent.mkdir(exist_ok=True)
-    job.meta.update(opset=job.spec.onnx.opset, ops=_save(model, path))
+    job.meta.update(opset=job.spec.onnx.opset, ops=_save(model, path), **quant_meta(job.spec))
+
+
+def quant_meta(spec: ExportSpec) -> dict:
+    """The LM head's and the table's bits of a quantized export, and a ``variant`` label where
+    they differ from the defaults (benchmarks name such an artifact ``onnx/external/int4+head4``)."""
+    if spec.quant is Quant.NONE:
+        return {}
+    int4 = spec.quant is Quant.INT4
+    head = spec.onnx.head_bits if int4 else 8
+    table = 4 if int4 and spec.onnx.quantize_table else None
+    parts = ([f"head{head}"] if int4 and head != 8 else []) + (["table4"] if table else [])
+    return dict(head_bits=head, table_bits=table, **({"variant": "+".join(parts)} if parts else {}))
 
 
 def _export_graph(job: ExportJob, modules: list[str]):
