@@ -82,12 +82,20 @@ def merge_bundles(out: Path, parts: list[Path]) -> Path:
     merged = {k: v for k, v in manifests[0].items() if k not in ("files", "artifacts")}
     merged["artifacts"] = [a for m in manifests for a in m["artifacts"]]
     merged["merged_from"] = [str(p) for p in parts]
+    shas: dict[str, str | None] = {}
+    shas_from: dict[str, Path] = {}
     for part, m in zip(parts, manifests):
         for row in m["files"]:
-            link = out / row["path"]
+            link, target = out / row["path"], (part / row["path"]).resolve()
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.exists():
-                link.symlink_to((part / row["path"]).resolve())
+                link.symlink_to(target)
+            elif link.resolve() != target and row.get("sha256") != shas.get(row["path"]):
+                # Two parts with different files under one path (e.g. two int4 variants exported
+                # before their folders were named apart): the merged bundle would run the wrong one.
+                raise ValueError(f"{row['path']} differs between {shas_from.get(row['path'], out)} and {part}")
+            shas.setdefault(row["path"], row.get("sha256"))
+            shas_from.setdefault(row["path"], part)
     write_manifest(out, merged)
     return out
 

@@ -55,6 +55,11 @@ class Backend:
     #: ``export_artifacts``), see ``memlora.vision``; None: text only.
     vision_module: str | None = None
 
+    def folder_variant(self, spec) -> str:
+        """A suffix for the artifact's folder when ``spec`` asks for a non-default variant of the
+        same backend / mode / quant, so both fit one bundle (``""``: the default variant)."""
+        return ""
+
     def vision(self):
         """The SVLM export/run module of this backend, or the one-line error saying it has none."""
         if not self.vision_module:

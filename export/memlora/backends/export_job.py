@@ -38,6 +38,7 @@ class ExportJob:
         folder = f"{spec.adapter_mode.value}-{spec.quant.value}"
         if backend.precision_in_folder:
             folder += f"-{spec.precision.value}"
+        folder += backend.folder_variant(spec)
         job = cls(backend, task, spec, Path(out), Path(backend.name.value) / folder)
         (job.out / job.sub).mkdir(parents=True, exist_ok=True)
         return job

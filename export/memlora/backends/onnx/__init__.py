@@ -25,6 +25,13 @@ class OnnxBackend(Backend):
     requires = ("onnx", "onnxruntime", "onnxscript")
     extra = "onnx"
 
+    def folder_variant(self, spec) -> str:
+        """``-head4-table4`` for an int4 export with a 4-bit head and table (the default: none)."""
+        from .export import quant_meta
+
+        variant = quant_meta(spec).get("variant")
+        return f"-{variant.replace('+', '-')}" if variant else ""
+
     def export_external(self, job) -> None:
         from .export import export_external
 
