@@ -197,7 +197,8 @@ def _measure(plans: list, base_job: BenchJob, bundle: Path, resident: bool, time
         if reason:
             results.append(dict(artifact=art, plan=plan, unavailable=reason))
             continue
-        say(f"bench {art['backend']}/{art['adapter_mode']}/{art['quant']}")
+        variant = (art.get("meta") or {}).get("variant")
+        say(f"bench {art['backend']}/{art['adapter_mode']}/{art['quant']}" + (f"+{variant}" if variant else ""))
         job = base_job.but(**plan, kind="artifact", root=str(bundle), artifact=art)
         results.append(dict(artifact=art, plan=plan, run=_spawn(job, timeout_s)))
         if resident and art["adapter_mode"] == "fused" and len(art["adapters"]) > 1:
