@@ -326,3 +326,13 @@ def test_table_with_a_peer_that_has_no_per_runner_rows():
     cols, cells = table(doc)
     assert [c[:2] for c in cells] == [["onnx/external/none", "a"], ["llama.cpp/gguf/q4_0", "none"]]
     assert cells[1][cols.index("peak RSS MiB")] == "-" and cells[1][cols.index("TTFT ms @8")] == "3.0"
+
+
+def test_bandwidth_keeps_the_faster_reading_and_both_samples():
+    """The roofline divides by the faster of the start and end readings (a slow reading would push
+    shares past 100%); both stay in the record."""
+    from memlora.bench.run import _faster
+
+    slow, fast = dict(gbps=10.0, method="m", threads=1), dict(gbps=15.5, method="m", threads=1)
+    assert _faster(slow, fast) == dict(fast, samples_gbps=[10.0, 15.5])
+    assert _faster(fast, slow)["gbps"] == 15.5 and _faster(fast, slow)["samples_gbps"] == [15.5, 10.0]
