@@ -331,7 +331,7 @@ def test_table_with_a_peer_that_has_no_per_runner_rows():
 def test_bandwidth_keeps_the_faster_reading_and_both_samples():
     """The roofline divides by the faster of the start and end readings (a slow reading would push
     shares past 100%); both stay in the record."""
-    from memlora.bench.run import _faster
+    from memlora.bench.env import faster as _faster
 
     slow, fast = dict(gbps=10.0, method="m", threads=1), dict(gbps=15.5, method="m", threads=1)
     assert _faster(slow, fast) == dict(fast, samples_gbps=[10.0, 15.5])

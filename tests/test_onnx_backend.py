@@ -143,3 +143,7 @@ def test_tied_head_untied_and_quantized_all_the_way():
         out = run(q)
         assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()
         assert (out.argmax(-1) == ref.argmax(-1)).mean() >= 0.75
+    for bits in (8, 4):  # --onnx-head-bits: the untied head's MatMulNBits bits
+        q = _quantize(make(), ExportSpec("onnx", "external", "int4", onnx=OnnxConfig(head_bits=bits)))
+        [head] = [n for n in q.graph.node if n.op_type == "MatMulNBits"]
+        assert next(a.i for a in head.attribute if a.name == "bits") == bits

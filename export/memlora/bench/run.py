@@ -152,7 +152,7 @@ def _run(target, bundle, manifest, out_dir: Path, *, prompt_lens, decode_tokens,
         doc["machine"]["loadavg_end"] = bench_env.machine()["loadavg"]
         # Measured again at the end, the faster kept: on a shared host one reading ran 25% low
         # and left llama.cpp f32 at 137% of its roof (2026-12-06 run 2).
-        doc["bandwidth"] = _faster(doc["bandwidth"], bench_env.memory_bandwidth(bandwidth_mb, threads=threads))
+        doc["bandwidth"] = bench_env.faster(doc["bandwidth"], bench_env.memory_bandwidth(bandwidth_mb, threads=threads))
         config_file = Path(ref.model_dir) / "config.json"
         shape = None
         if config_file.is_file():
@@ -167,13 +167,6 @@ def _run(target, bundle, manifest, out_dir: Path, *, prompt_lens, decode_tokens,
         doc["rows"] += peer_rows
     doc["summary"] = bench_rows.summarize(doc["rows"])
     return _write(doc, out_dir, plots)
-
-def _faster(first: dict, second: dict) -> dict:
-    """The faster of two bandwidth readings, with both recorded (``samples_gbps``, start then end)."""
-    best = dict(max((first, second), key=lambda b: b["gbps"]))
-    best["samples_gbps"] = [first["gbps"], second["gbps"]]
-    return best
-
 
 def _peer(llama_bench, ref: BenchJob, work: Path, shape, gbps: float, say) -> tuple[dict, list[dict]]:
     """llama.cpp on the reference's weights, at the same threads, prompts and decode position."""

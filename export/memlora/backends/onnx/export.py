@@ -15,7 +15,6 @@ from ...core.config import ExportSpec, Quant
 from ...tasks.names import kv_names, lora_input_names
 from ..export_job import ExportJob, export_failure
 from .fusions import fuse_rms_norms
-from .rotary import fuse_rotary
 
 _EXTERNAL_DATA_BYTES = 1 << 30  # beyond this, weights go to a side file (protobuf stops at 2 GiB)
 
@@ -93,13 +92,12 @@ def _export_graph(job: ExportJob, modules: list[str]):
         tmp_file = Path(tmp) / "model.onnx"
         program.save(str(tmp_file), external_data=True)
         model = onnx.load(str(tmp_file))  # loads the external weights into memory
-    return finish_decoder(model, modules, spec, getattr(task.text_config, "max_position_embeddings", None))
+    return finish_decoder(model, modules, spec)
 
 
-def finish_decoder(model, modules: list[str], spec: ExportSpec, max_positions: int | None = None):
+def finish_decoder(model, modules: list[str], spec: ExportSpec):
     """Zero-rank defaults for the LoRA inputs (the base graph runs with no adapter, and
-    onnxruntime's Python API accepts feeds that leave them out), the fusions (RMSNorm; rotary
-    with tables for ``max_positions`` positions, when known), then ``--quant``."""
+    onnxruntime's Python API accepts feeds that leave them out), the RMSNorm fusion, then ``--quant``."""
     from onnx import numpy_helper
 
     lora_set = set(lora_input_names(modules))
@@ -108,8 +106,6 @@ def finish_decoder(model, modules: list[str], spec: ExportSpec, max_positions: i
             dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inp.type.tensor_type.shape.dim]
             model.graph.initializer.append(numpy_helper.from_array(np.zeros(dims, np.float32), inp.name))
     fuse_rms_norms(model)  # before quantizing: the quantizer only looks at MatMul/Gather
-    if max_positions:
-        fuse_rotary(model, int(max_positions))
     if spec.quant is not Quant.NONE:
         model = _quantize(model, spec)
     return model
