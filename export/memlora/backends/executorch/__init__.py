@@ -23,19 +23,6 @@ from ..base import Artifact, Backend
 FOUNDATION = "foundation"  # tag of the shared weights -> foundation.ptd
 
 
-def release_memory() -> None:
-    """Collect the last lowering's cycles and hand freed heap pages back to the OS (glibc's
-    ``malloc_trim``): without it peak RSS grew with every adapter exported (issue 17)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): the collector's part still helps
-        pass
-
-
 class ExecuTorchBackend(Backend):
     name = BackendName.EXECUTORCH
     vision_module = "memlora.backends.executorch.vision"
@@ -57,7 +44,6 @@ class ExecuTorchBackend(Backend):
         wrapper, info = build_wrapper(job)  # once: each adapter is baked into it and taken out again
         for name, adapter in job.task.adapters.items():
             export_one(job, name, wrapper, info, adapter)
-            release_memory()  # each lowering's graph copies and buffers, before the next one starts
 
     def export_fused(self, job, adapter: str) -> None:
         from .export import build_wrapper, export_one
