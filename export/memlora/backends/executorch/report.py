@@ -7,19 +7,20 @@ from collections import Counter
 from ...core.config import ExportSpec, Quant
 
 
-# Fitted on the qwen2.5-0.5b shape, int4 external, through two of three adapters (5.36 GiB; 6.85 GiB
-# after the third: RSS grows per adapter; benchmarks/results/qwen2.5-0.5b-shape): peak RSS =
-# the fp32 model + the Python/torch/ExecuTorch runtime + LOWERING x the bytes the export writes
-# (the torchao codes, XNNPACK's packed copy, the emitted program and its data buffers live at once).
+# Peak RSS = the fp32 model + the Python/torch/ExecuTorch runtime + LOWERING x the bytes the export
+# writes (the torchao codes, XNNPACK's packed copy, the emitted program and its data buffers live
+# at once, briefly: the peak is a transient inside one lowering, not growth across adapters).
+# Quantized: fitted on qwen2.5-0.5b int4 external, three adapters, 2026-12-06 (8.15-8.26 GiB
+# measured, 8.44 GiB estimated; the earlier 3.8 estimated 5.0 GiB). fp32: not re-measured since the per-adapter
+# model copy went away; 3.8 from the 2026-12-02 fit.
 RUNTIME_BYTES = 600 << 20
-LOWERING = 3.8
+LOWERING = {Quant.NONE: 3.8, Quant.INT8: 9.0, Quant.INT4: 9.0}
 
 
 def estimate_memory(task, spec: ExportSpec) -> tuple[int, int | None]:
     """(bytes the export is expected to need, bytes available). The wrapper shares the model's fp32
     tensors (no copy per adapter), so: the model, the runtime, ``LOWERING`` x the lowered weights
-    (int4 / int8 linears and head with their scales, the int8 table; fp32: every weight), the caches.
-    fp32 uses the same factor; it was fitted on int4 only."""
+    (int4 / int8 linears and head with their scales, the int8 table; fp32: every weight), the caches."""
     params = sum(p.numel() for p in task.model.parameters())
     cache = 2 * task.num_layers * task.kv_heads * task.head_dim * spec.max_seq_len * 4
     if spec.quant is Quant.NONE:
@@ -30,7 +31,7 @@ def estimate_memory(task, spec: ExportSpec) -> tuple[int, int | None]:
         table = emb.numel()
         linears = params - table + (table if head is emb else 0)  # a tied head is quantized as its own copy
         lowered = int((linears + table) * (1 + 4 / spec.group_size))  # 8-bit codes (int4: unpacked) + fp32 scales
-    need = params * 4 + RUNTIME_BYTES + int(LOWERING * lowered) + cache
+    need = params * 4 + RUNTIME_BYTES + int(LOWERING[spec.quant] * lowered) + cache
     return need, available_bytes()
 
 
