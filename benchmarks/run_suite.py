@@ -82,20 +82,19 @@ def merge_bundles(out: Path, parts: list[Path]) -> Path:
     merged = {k: v for k, v in manifests[0].items() if k not in ("files", "artifacts")}
     merged["artifacts"] = [a for m in manifests for a in m["artifacts"]]
     merged["merged_from"] = [str(p) for p in parts]
-    shas: dict[str, str | None] = {}
-    shas_from: dict[str, Path] = {}
+    first: dict[str, tuple[str | None, Path]] = {}  # path -> (sha256, the part that brought it)
     for part, m in zip(parts, manifests):
         for row in m["files"]:
             link, target = out / row["path"], (part / row["path"]).resolve()
             link.parent.mkdir(parents=True, exist_ok=True)
+            sha, source = first.get(row["path"], (None, out))  # (None, out): a link left by an earlier merge
+            first.setdefault(row["path"], (row.get("sha256"), part))
             if not link.exists():
                 link.symlink_to(target)
-            elif link.resolve() != target and row.get("sha256") != shas.get(row["path"]):
+            elif link.resolve() != target and row.get("sha256") != sha:
                 # Two parts with different files under one path (e.g. two int4 variants exported
                 # before their folders were named apart): the merged bundle would run the wrong one.
-                raise ValueError(f"{row['path']} differs between {shas_from.get(row['path'], out)} and {part}")
-            shas.setdefault(row["path"], row.get("sha256"))
-            shas_from.setdefault(row["path"], part)
+                raise ValueError(f"{row['path']} differs between {source} and {part}")
     write_manifest(out, merged)
     return out
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..backends import exportable
 from ..core.bundle import MANIFEST, read_manifest
 from ..core.errors import MemloraError
+from .rows import runner_name
 
 
 def check_inputs(target: str | Path, out_dir: Path, *, backends=None, adapters=None, adapter_modes=None,
@@ -36,7 +37,7 @@ def check_inputs(target: str | Path, out_dir: Path, *, backends=None, adapters=N
         picked = [a for a in manifest["artifacts"] if all(not want or a[k] in want for k, want in
                   (("backend", backends), ("adapter_mode", adapter_modes), ("quant", quants)))]
         if not picked:
-            here = ", ".join(f"{a['backend']}/{a['adapter_mode']}/{a['quant']}" for a in manifest["artifacts"])
+            here = ", ".join(runner_name(a) for a in manifest["artifacts"])
             raise MemloraError("no artifact of the bundle matches --backend/--adapter-mode/--quant", path,
                                f"artifacts here: {here or 'none'}")
         return path, manifest

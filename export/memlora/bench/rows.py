@@ -104,6 +104,13 @@ def _runner_rows(base: dict, res: dict, plan: dict, weight_bytes: dict[str, int 
     return rows
 
 
+def runner_name(art: dict) -> str:
+    """``backend/mode/quant`` of a manifest artifact, ``+variant`` where it records one (an int4
+    export with a 4-bit head gets its own row beside the default one)."""
+    variant = (art.get("meta") or {}).get("variant")
+    return f"{art['backend']}/{art['adapter_mode']}/{art['quant']}" + (f"+{variant}" if variant else "")
+
+
 def build_rows(results: list[dict], reference: dict, manifest: dict, bw_gbps: float, *, shape: dict | None = None,
                root=None, llc: int | None = None) -> list[dict]:
     """All rows: PyTorch eager first, then each artifact; ratios and external-vs-fused overhead last.
@@ -125,9 +132,7 @@ def build_rows(results: list[dict], reference: dict, manifest: dict, bw_gbps: fl
         rows += _runner_rows(ref_base, ref, reference["plan"], wb, roof("pytorch"))
     for item in results:
         art = item["artifact"]
-        variant = (art.get("meta") or {}).get("variant")  # e.g. int4 with a 4-bit head: its own row
-        base = dict(runner=f"{art['backend']}/{art['adapter_mode']}/{art['quant']}" + (f"+{variant}" if variant else ""),
-                    backend=art["backend"],
+        base = dict(runner=runner_name(art), backend=art["backend"],
                     adapter_mode=art["adapter_mode"], quant=art["quant"], adapter=None, status="ok",
                     parity=(art.get("parity") or {}).get("passed"))
         shared, own = file_bytes(manifest, art)

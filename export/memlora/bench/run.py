@@ -194,14 +194,15 @@ def _base_job(manifest: dict, bundle: Path, adapters, backends, **settings) -> B
 def _measure(plans: list, base_job: BenchJob, bundle: Path, resident: bool, timeout_s: float, say) -> list[dict]:
     """One worker process per artifact (plus one with every fused model resident); an artifact this
     machine cannot run is listed with the reason."""
+    from .rows import runner_name
+
     results = []
     for art, plan in plans:
         reason = runnable(art["backend"])
         if reason:
             results.append(dict(artifact=art, plan=plan, unavailable=reason))
             continue
-        variant = (art.get("meta") or {}).get("variant")
-        say(f"bench {art['backend']}/{art['adapter_mode']}/{art['quant']}" + (f"+{variant}" if variant else ""))
+        say(f"bench {runner_name(art)}")
         job = base_job.but(**plan, kind="artifact", root=str(bundle), artifact=art)
         results.append(dict(artifact=art, plan=plan, run=_spawn(job, timeout_s)))
         if resident and art["adapter_mode"] == "fused" and len(art["adapters"]) > 1:
