@@ -93,6 +93,11 @@ def _bad(tmp_path, preset_dir, *args):
     return res.output.replace("\n", " ")
 
 
+def test_unsupported_onnx_head_bits(tmp_path, preset_dir):
+    out = _bad(tmp_path, preset_dir, "--quant", "int4", "--onnx-head-bits", "5")
+    assert "--onnx-head-bits 5 is not supported" in out and "use 4 or 8" in out
+
+
 def test_missing_model_folder(tmp_path, preset_dir):
     out = _bad(tmp_path, preset_dir, "--model", tmp_path / "nope")
     assert "model folder not found" in out and "nope" in out
