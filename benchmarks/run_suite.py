@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 
+from memlora.bench import rounds as rounds_mod  # noqa: E402
 from memlora.bench.run import run_bench, runnable  # noqa: E402
 from memlora.core.config import AdapterMode, BackendName, Quant  # noqa: E402
 from memlora.export import ExportOptions, run_export  # noqa: E402
@@ -120,7 +121,7 @@ def export_real(preset: str, work: Path, backends: list[str], timed: tuple[str, 
 
 
 def run_preset(preset: str, out: Path, work: Path, backends: list[str], reuse: bool, log, threads: list[int] | None = None,
-               llama_bench: Path | None = None, quants: list[str] | None = None, loop: bool = False) -> dict:
+               llama_bench: Path | None = None, quants: list[str] | None = None, loop: bool = False, rounds: int = 1) -> dict:
     kind = "real" if get_preset(preset).real_size else "tiny"
     bundle = work / f"bundle-{preset}"
     t0 = time.perf_counter()
@@ -135,15 +136,24 @@ def run_preset(preset: str, out: Path, work: Path, backends: list[str], reuse: b
                                  quants=[Quant.NONE, Quant.INT8, Quant.INT4], check_parity=True,
                                  force=True), show_progress=False)
     export_s = time.perf_counter() - t0
-    runs = {}
-    for i, n in enumerate(threads or [SETTINGS[kind]["threads"]]):  # one bench per thread count, llama.cpp in each
-        dest = out / preset / (f"threads-{n}" if threads and len(threads) > 1 else "")
-        settings = dict(SETTINGS[kind], threads=n)
-        result = run_bench(bundle, dest, log=log, llama_bench=llama_bench, backends=backends, quants=quants,
-                           gguf_dir=work / f"gguf-{preset}", loop=loop and i == 0, **settings)
-        runs[n] = dict(summary=result.summary, peers=result.doc.get("peers"),
-                       files=[str(p) for p in (result.json_path, result.md_path, *result.plots)])
-    return dict(preset=preset, status="ok", export_s=export_s, bench_s=time.perf_counter() - t0 - export_s, runs=runs)
+    runs, vs = {}, []
+    for r in range(rounds):  # every runner and llama.cpp at every thread count, then again
+        vs.append({})
+        for i, n in enumerate(threads or [SETTINGS[kind]["threads"]]):  # one bench per thread count, llama.cpp in each
+            dest = out / preset / (f"round-{r + 1}" if rounds > 1 else "") / (f"threads-{n}" if threads and len(threads) > 1 else "")
+            settings = dict(SETTINGS[kind], threads=n)
+            log(f"round {r + 1}/{rounds}, {n} thread(s)" if rounds > 1 else f"{n} thread(s)")
+            result = run_bench(bundle, dest, log=log, llama_bench=llama_bench, backends=backends, quants=quants,
+                               gguf_dir=work / f"gguf-{preset}", loop=loop and i == 0 and r == 0, **settings)
+            runs[f"{r + 1}/{n}" if rounds > 1 else n] = dict(summary=result.summary, peers=result.doc.get("peers"),
+                                                              files=[str(p) for p in (result.json_path, result.md_path, *result.plots)])
+            vs[r][n] = result.summary.get("vs_llamacpp") or {}
+    doc = dict(preset=preset, status="ok", export_s=export_s, bench_s=time.perf_counter() - t0 - export_s, runs=runs)
+    if rounds > 1 and any(vs):
+        doc["rounds"] = combined = rounds_mod.combine(vs)
+        (out / preset / "rounds.md").write_text(rounds_mod.markdown(combined, preset))
+        (out / preset / "rounds.json").write_text(json.dumps(combined, indent=1))
+    return doc
 
 
 def llama_cpp_peer(binary: str | None) -> dict:
@@ -170,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quants", help="comma-separated quants to bench (default: all in the bundle)")
     ap.add_argument("--llama-bench", help="llama-bench binary for llama.cpp peer rows (default: LLAMA_BENCH or PATH)")
     ap.add_argument("--loop", action="store_true", help="also a memory-loop turn (bench --loop), at the first thread count")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="bench everything this many times in turn; rounds.md gives the median ratios (default 1)")
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be 1 or more")
     presets = args.presets.split(",") if args.presets else [TINY, *(REAL if args.real else ())]
     backends = args.backends.split(",") if args.backends else [b for b in ("onnx", "executorch") if runnable(b) is None]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             try:
                 report.append(run_preset(preset, args.out, args.work, backends, args.reuse, log, threads,
-                                         Path(peer["binary"]) if "binary" in peer else None, quants, args.loop))
+                                         Path(peer["binary"]) if "binary" in peer else None, quants, args.loop,
+                                         args.rounds))
             except Exception as e:  # one preset failing must not lose the others' results
                 log(f"{preset} failed: {type(e).__name__}: {e}")
                 report.append(dict(preset=preset, status="error", reason=f"{type(e).__name__}: {e}"))

@@ -163,3 +163,52 @@ def test_gguf_conversion_keeps_the_weights(preset_dir, tmp_path, preset):
     arch = "llama" if preset == "tiny-llama" else "qwen2"
     assert fields[f"{arch}.vocab_size"].parts[-1][0] == cfg["vocab_size"]
     assert bytes(fields["tokenizer.ggml.model"].parts[-1]).decode() == "none"
+
+
+def test_rounds_take_the_median_ratio_of_same_round_pairs(fake_bench, tmp_path):
+    """Three rounds on a drifting host: the ONNX runner is 1.1x llama.cpp in two rounds and 0.9x
+    in the slow one, so the 'every int4 >= 1.0x q4_0' target is met by the median; a runner at
+    0.9x in two rounds fails it (the negative control). The table shows every round."""
+    from memlora.bench import rounds
+
+    binary, _ = fake_bench
+    _, peer_rows = _measure(binary, tmp_path)  # llama.cpp: 20 tok/s for every type
+
+    def round_(onnx_tps: float) -> dict:
+        rows = peer_rows + _memlora("onnx/external/int4", "int4", dict(extract=onnx_tps))
+        return {2: peers.compare(rows)}
+
+    combined = rounds.combine([round_(22.0), round_(18.0), round_(22.0)])
+    q4 = combined[2]["int4/q4_0"]
+    assert q4["rounds"] == 3 and q4["deciding_ratio"] == pytest.approx([1.1, 0.9, 1.1])
+    assert q4["per_runner"]["onnx/external/int4"]["median_ratio"] == pytest.approx(1.1) and q4["met"] is True
+    assert rounds.combine([round_(18.0), round_(22.0), round_(18.0)])[2]["int4/q4_0"]["met"] is False
+    text = rounds.markdown(combined, "tiny")
+    assert "| 2 | int4 | q4_0 | 20.0 / 20.0 / 20.0 | onnx/external/int4 | 22.0 / 18.0 / 22.0 | 1.10 / 0.90 / 1.10 | 1.10x" in text
+
+
+def test_suite_rounds_write_the_median_table(fake_bench, onnx_fp32_bundle, tmp_path, monkeypatch):
+    """run_suite --rounds 2 on a reused bundle: two full benches (memlora and llama.cpp each
+    round, kept apart in round-N folders), then rounds.md / rounds.json with both rounds' ratios."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import run_suite
+
+    binary, log = fake_bench
+    root, _ = onnx_fp32_bundle
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    (work / "bundle-tiny-qwen2").symlink_to(root)
+    monkeypatch.setitem(run_suite.SETTINGS, "tiny", dict(prompt_lens=(16,), decode_tokens=4, repeats=1, warmup=0,
+                                                         adapters=("extract",), threads=1))
+    doc = run_suite.run_preset("tiny-qwen2", out, work, ["onnx"], True, lambda _m: None, threads=[1],
+                               llama_bench=binary, rounds=2)
+    assert sorted(doc["runs"]) == ["1/1", "2/1"]
+    assert (out / "tiny-qwen2" / "round-1" / "bench.json").is_file() and (out / "tiny-qwen2" / "round-2" / "bench.json").is_file()
+    f32 = doc["rounds"][1]["none/f32"]
+    assert f32["rounds"] == 2 and len(f32["peer_tps"]) == 2 and f32["median_peer_tps"] == pytest.approx(20.0)
+    assert all(len(p["ratio"]) == 2 for p in f32["per_runner"].values())
+    assert "over 2 rounds" in (out / "tiny-qwen2" / "rounds.md").read_text()
+    assert json.loads((out / "tiny-qwen2" / "rounds.json").read_text())["1"]["none/f32"]["rounds"] == 2
+    assert sum('"-t"' in line for line in log.read_text().splitlines()) >= 2  # llama.cpp timed in each round

@@ -59,22 +59,28 @@ class OnnxRunner(ArtifactRunner):
 
     def _reset(self) -> None:
         past = [i for i in self._session.get_inputs() if i.name.startswith("past.")]
-        self._past = {i.name: np.zeros([1, i.shape[1], 0, i.shape[3]], np.float32) for i in past}
+        self._past = {i.name: self._value(np.zeros([1, i.shape[1], 0, i.shape[3]], np.float32)) for i in past}
         # present.L.key feeds past.L.key next step; worked out once per session, not per token.
-        self._past_names = ["past." + o.name.split(".", 1)[1] for o in self._session.get_outputs()[1:]]
+        self._output_names = [o.name for o in self._session.get_outputs()]
+        self._past_names = ["past." + o.split(".", 1)[1] for o in self._output_names[1:]]
+
+    def _value(self, array: np.ndarray):
+        return self._ort.OrtValue.ortvalue_from_numpy(array)
 
     def _forward(self, ids: list[int]) -> np.ndarray:
-        feeds = {"input_ids": np.asarray([ids], np.int64),
-                 "position_ids": np.arange(self.pos, self.pos + len(ids), dtype=np.int64)[None], **self._past}
-        outs = self._session.run(None, feeds, self._run_options)
+        # The cache stays in onnxruntime's own tensors from step to step (OrtValues in and out),
+        # as an app feeding a run's outputs back does: no NumPy copy of every cache tensor per token.
+        feeds = {"input_ids": self._value(np.asarray([ids], np.int64)),
+                 "position_ids": self._value(np.arange(self.pos, self.pos + len(ids), dtype=np.int64)[None]), **self._past}
+        outs = self._session.run_with_ort_values(self._output_names, feeds, self._run_options)
         self._past.update(zip(self._past_names, outs[1:]))
-        return outs[0][0]
+        return outs[0].numpy()[0]
 
     def _rewind(self, n: int) -> None:
-        self._past = {k: v[:, :, :n] for k, v in self._past.items()}
+        self._past = {k: self._value(np.ascontiguousarray(v.numpy()[:, :, :n])) for k, v in self._past.items()}
 
     def _save(self):
-        # onnxruntime returns new present arrays each run and nothing writes into them, so the
+        # onnxruntime returns new present tensors each run and nothing writes into them, so the
         # past tensors themselves are the snapshot (ONNX Runtime GenAI: Generator.rewind_to).
         return dict(self._past)
 
