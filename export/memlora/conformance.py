@@ -112,7 +112,8 @@ def parse_case(case: dict) -> dict:
 def greedy(runner, adapter: str | None, ids: Sequence[int], n: int = GREEDY_TOKENS) -> list[int]:
     """Exactly ``n`` argmax tokens after prefilling ``ids`` with ``adapter`` active (no stop rule)."""
     runner.set_adapter(adapter)
-    logits = np.asarray(runner.prefill(list(ids)))[-1]
+    last = getattr(runner, "prefill_last", None)  # only the last row: no full-prompt logits in memory
+    logits = np.asarray(last(list(ids)) if last else runner.prefill(list(ids))[-1])
     out: list[int] = []
     while True:
         out.append(int(np.argmax(logits)))

@@ -148,14 +148,21 @@ class RunnerBase:
     def prefill(self, ids: Sequence[int]) -> np.ndarray:
         """Append ``ids`` to the cache; return float32 logits ``[len(ids), vocab]`` (``[1, vocab]``,
         the last position's, where ``returns_all_positions`` is False)."""
-        ids = [int(i) for i in ids]
+        return self._append([int(i) for i in ids], self._forward)
+
+    def prefill_last(self, ids: Sequence[int]) -> np.ndarray:
+        """:meth:`prefill`, returning the last position's logits ``[vocab]`` only; a runner may skip
+        the others (PyTorch: a 1.5k-token prompt's full logits are ~0.9 GB at a 152k vocabulary)."""
+        return self._append([int(i) for i in ids], self._forward_last)[-1]
+
+    def _append(self, ids: list[int], forward) -> np.ndarray:
         if not ids:
             raise MemloraError("empty prompt", fix="pass at least one token")
         if self.max_seq_len is not None and self.pos + len(ids) > self.max_seq_len:
             raise MemloraError(
                 f"KV cache full: {self.pos} cached + {len(ids)} new tokens > max_seq_len {self.max_seq_len}",
                 fix="reset() between prompts, shorten the prompt, or re-export with a larger --max-seq-len")
-        logits = np.asarray(self._forward(ids), np.float32)
+        logits = np.asarray(forward(ids), np.float32)
         self.pos += len(ids)
         self.tokens.extend(ids)
         return logits
@@ -177,6 +184,10 @@ class RunnerBase:
 
     def _forward(self, ids: list[int]) -> np.ndarray:
         raise NotImplementedError
+
+    def _forward_last(self, ids: list[int]) -> np.ndarray:
+        """``_forward`` where only the last row is needed (``[1, vocab]``); override to skip the rest."""
+        return np.asarray(self._forward(ids))[-1:]
 
     def _close(self) -> None:
         pass

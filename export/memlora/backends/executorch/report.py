@@ -8,11 +8,9 @@ from ...core.config import ExportSpec, Quant
 
 
 # Peak RSS = the fp32 model + the Python/torch/ExecuTorch runtime + LOWERING x the bytes the export
-# writes (the torchao codes, XNNPACK's packed copy, the emitted program and its data buffers live
-# at once, briefly: the peak is a transient inside one lowering, not growth across adapters).
-# Quantized: fitted on qwen2.5-0.5b int4 external, three adapters, 2026-12-06 (8.15-8.26 GiB
-# measured, 8.44 GiB estimated; the earlier 3.8 estimated 5.0 GiB). fp32: not re-measured since the per-adapter
-# model copy went away; 3.8 from the 2026-12-02 fit.
+# writes (the torchao codes, XNNPACK's packed copy, the emitted program and its data buffers; the
+# process keeps what the lowerings free, so RSS grows by about half a GB per adapter). Not counted:
+# with parity on, the PyTorch reference (the fp32 model again), loaded for the whole export.
 RUNTIME_BYTES = 600 << 20
 LOWERING = {Quant.NONE: 3.8, Quant.INT8: 9.0, Quant.INT4: 9.0}
 

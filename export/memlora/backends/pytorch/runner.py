@@ -76,10 +76,14 @@ class TorchRunner(RunnerBase):
         self._cache = DynamicCache()
 
     @torch.no_grad()
-    def _forward(self, ids: list[int]) -> np.ndarray:
-        out = self.model(input_ids=torch.tensor([ids], dtype=torch.long), past_key_values=self._cache, use_cache=True)
+    def _forward(self, ids: list[int], logits_to_keep: int = 0) -> np.ndarray:
+        out = self.model(input_ids=torch.tensor([ids], dtype=torch.long), past_key_values=self._cache, use_cache=True,
+                         logits_to_keep=logits_to_keep)
         self._cache = out.past_key_values
         return out.logits[0].float().numpy()
+
+    def _forward_last(self, ids: list[int]) -> np.ndarray:
+        return self._forward(ids, logits_to_keep=1)  # the LM head on the last position only
 
     def _rewind(self, n: int) -> None:
         if n < self.pos:
