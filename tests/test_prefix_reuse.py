@@ -127,3 +127,25 @@ def test_rewind_forgets_what_follows(runner):
         runner._rewind = lambda n: None
         runner.rewind(len(HEAD))
         assert np.abs(runner.prefill(SHORT) - _after(runner, ref_rows, len(HEAD))).max() > 100 * TOL
+
+
+def test_prefill_last_is_the_last_row_and_the_same_cache(preset_dir):
+    """The PyTorch reference computes the LM head on the last position only (the conformance
+    vectors' greedy prefill): the same row as a full prefill, the same cache after it; the row
+    before it (the negative control) differs."""
+    import numpy as np
+
+    from memlora.backends.pytorch import reference_runner
+
+    model_dir, adapters = preset_dir("tiny-qwen2")
+    runner = reference_runner(model_dir, adapters)
+    ids = list(range(5, 29))
+    full = runner.prefill(ids)
+    after = runner.decode(7)
+    runner.reset()
+    last = runner.prefill_last(ids)
+    assert last.shape == (full.shape[1],) and runner.pos == len(ids) and runner.tokens == ids
+    np.testing.assert_allclose(last, full[-1], rtol=1e-5, atol=1e-5)
+    assert float(np.abs(last - full[-2]).max()) > 1e-2
+    np.testing.assert_allclose(runner.decode(7), after, rtol=1e-5, atol=1e-5)
+    runner.close()
