@@ -124,6 +124,18 @@ def export_one(job: ExportJob, name: str, wrapper, graph_info: dict, adapter=Non
     info["export_seconds"] = round(time.perf_counter() - t1, 2)
     info["pte_bytes"] = pte.stat().st_size
     job.meta["per_adapter"][name] = info
+    _forget_traces()
+
+
+def _forget_traces() -> None:
+    """Drop what ``torch.export`` (strict: dynamo) cached while tracing this program: the next
+    adapter traces anew, and the peak RSS of a three-adapter export at 0.5B went 5.69 -> 5.57 GiB."""
+    import gc
+
+    import torch
+
+    torch._dynamo.reset()
+    gc.collect()
 
 
 def _write_foundation(job: ExportJob, name: str, data: dict, info: dict) -> None:
