@@ -1,4 +1,4 @@
-"""The bundle extras ``memlora export`` writes after its artifacts: ``prompts/``,
+"""The bundle extras ``memlora export`` writes beside its artifacts: ``prompts/``,
 ``conformance.json`` and the optional ``embedder/`` (exported to ONNX, with parity)."""
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from .core.errors import MemloraError, ParityFailure
 from .core.manifest import Manifest
 
 
-def write_bundle_extras(root: Path, manifest: Manifest, reference=None, embedder: str | None = None) -> None:
+def write_bundle_extras(root: Path, manifest: Manifest, reference, embedder: str | None = None) -> None:
     """Write ``prompts/``, ``conformance.json`` and (``embedder`` given) ``embedder/`` into the
     bundle being built at ``root``, and record them in ``manifest`` (updated in place).
 
-    ``reference`` is the PyTorch runner of the bundle's source (built here when ``None``).
+    ``reference`` is the PyTorch runner of the bundle's source; the caller owns (and closes) it.
     """
     from tokenizers import Tokenizer
 
@@ -26,17 +26,8 @@ def write_bundle_extras(root: Path, manifest: Manifest, reference=None, embedder
     write_templates(root / "prompts")
     templates = load_templates(root / "prompts")
     tokenizer = Tokenizer.from_file(str(root / manifest.tokenizer))
-    own = reference is None
-    if own:
-        from .backends.pytorch import reference_from_manifest
-
-        reference = reference_from_manifest(manifest.to_json())
-    try:
-        adapters = [a["name"] for a in manifest.adapters] or list(reference.adapters)
-        doc = build_conformance(tokenizer, manifest.model["chat_format"], templates, reference, adapters)
-    finally:
-        if own:
-            reference.close()
+    adapters = [a["name"] for a in manifest.adapters] or list(reference.adapters)
+    doc = build_conformance(tokenizer, manifest.model["chat_format"], templates, reference, adapters)
     (root / "conformance.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     manifest.prompts, manifest.conformance = "prompts", "conformance.json"
     if embedder:
