@@ -75,7 +75,12 @@ def fits(preset: str) -> str | None:
 
 def merge_bundles(out: Path, parts: list[Path]) -> Path:
     """One bundle whose artifacts are those of ``parts`` (same source model): files are symlinked,
-    the manifest lists every artifact, the first part's model block and source are kept."""
+    the manifest lists every artifact, the first part's model block and source are kept.
+
+    Bundle-level files (tokenizer, prompts, ``conformance.json``) come from the first part, which
+    must name every adapter of the later ones: a fused part exported for the timed adapter only
+    has greedy vectors for that adapter alone, a subset of the first part's. Artifact files that
+    differ under one path are refused (the merged bundle would run the wrong one)."""
     from memlora.core.bundle import read_manifest, write_manifest
 
     out.mkdir(parents=True, exist_ok=True)
@@ -83,8 +88,10 @@ def merge_bundles(out: Path, parts: list[Path]) -> Path:
     merged = {k: v for k, v in manifests[0].items() if k not in ("files", "artifacts")}
     merged["artifacts"] = [a for m in manifests for a in m["artifacts"]]
     merged["merged_from"] = [str(p) for p in parts]
+    first_adapters = set(_adapter_names(manifests[0]))
     first: dict[str, tuple[str | None, Path]] = {}  # path -> (sha256, the part that brought it)
     for part, m in zip(parts, manifests):
+        owned = {rel for a in m["artifacts"] for rel in a["files"].values()}
         for row in m["files"]:
             link, target = out / row["path"], (part / row["path"]).resolve()
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -92,12 +99,18 @@ def merge_bundles(out: Path, parts: list[Path]) -> Path:
             first.setdefault(row["path"], (row.get("sha256"), part))
             if not link.exists():
                 link.symlink_to(target)
-            elif link.resolve() != target and row.get("sha256") != sha:
-                # Two parts with different files under one path (e.g. two int4 variants exported
-                # before their folders were named apart): the merged bundle would run the wrong one.
+            elif link.resolve() == target or row.get("sha256") == sha:
+                continue
+            elif row["path"] not in owned and set(_adapter_names(m)) <= first_adapters:
+                continue  # the first part's bundle-level file covers this part's adapters
+            else:
                 raise ValueError(f"{row['path']} differs between {source} and {part}")
     write_manifest(out, merged)
     return out
+
+
+def _adapter_names(manifest: dict) -> list[str]:
+    return [a["name"] for a in manifest.get("adapters", [])]
 
 
 def export_real(preset: str, work: Path, backends: list[str], timed: tuple[str, ...], reuse: bool, log) -> Path:

@@ -94,6 +94,32 @@ def test_int4_base_loads_adapter_of_other_rank(onnx_quant_bundle):
     assert np.abs(outs["update"] - outs["answer"]).max() > 0.1
 
 
+@pytest.mark.parametrize("quant", ["none", "int8", "int4"])
+def test_lora_inputs_matmul_ready(onnx_fp32_bundle, onnx_quant_bundle, quant):
+    """The adapter tensors arrive as A^T [in, r] and B^T [r, out] and feed float MatMuls directly:
+    no Transpose on a LoRA input (it would run on every step: onnxruntime cannot fold it into an
+    input an adapter overrides), none quantized away by the weight quantizer, and the adapter
+    file's shapes match the graph's inputs (a layout mismatch fails here, not on a phone)."""
+    import onnx
+    import onnxruntime as ort
+
+    root, manifest = onnx_fp32_bundle if quant == "none" else onnx_quant_bundle
+    files = artifact(manifest, "onnx", "external", quant)["files"]
+    graph = onnx.load(str(root / files["model"]), load_external_data=False).graph
+    lora = {i.name: [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim]
+            for i in graph.input if i.name.startswith("lora.")}
+    assert lora, "no LoRA inputs in the external graph"
+    users = [n for n in graph.node if set(n.input) & set(lora)]
+    assert {n.op_type for n in users} == {"MatMul"}
+    assert sum(i in lora for n in users for i in n.input) == len(lora)  # every input still used
+    params = ort.AdapterFormat.read_adapter(str(root / files["adapter:extract"])).get_parameters()
+    assert set(params) == set(lora)
+    for name, value in params.items():
+        shape, dims = value.shape(), lora[name]
+        fixed = 0 if name.endswith(".A") else 1  # A^T: [in, r]; B^T: [r, out]
+        assert shape[fixed] == dims[fixed] and isinstance(dims[1 - fixed], str), (name, shape, dims)
+
+
 @pytest.mark.parametrize("preset", ["tiny-llama", "tiny-qwen3", "tiny-gemma2", "tiny-gemma3"])
 def test_other_families_external_parity(preset, preset_dir, tmp_path):
     from memlora.export import ExportOptions, run_export

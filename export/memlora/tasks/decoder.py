@@ -119,6 +119,6 @@ def example_past_and_lora(task: TextShape, gen: torch.Generator, past_len: int, 
     for m in task.lora_modules():
         base = task.model.get_submodule(m)
         base = base.base if isinstance(base, LoraLinear) else base
-        lora.append((torch.randn(rank, base.in_features, generator=gen) * 0.01,
-                     torch.randn(base.out_features, rank, generator=gen) * 0.01))
+        lora.append((torch.randn(base.in_features, rank, generator=gen) * 0.01,  # A^T, B^T: LoraLinear.ab
+                     torch.randn(rank, base.out_features, generator=gen) * 0.01))
     return past, lora

@@ -26,10 +26,13 @@ from ..sources.adapters import LoraAdapter, fuse_weight
 class LoraLinear(nn.Module):
     """``base(x) + (x @ A^T) @ B^T`` with the scale already folded into B.
 
-    ``ab`` is whatever the backend needs: graph inputs set per call (ONNX), or constant
-    parameters baked into one adapter's program (ExecuTorch, Core ML). ``None`` means the base
-    layer alone. Two small matmuls instead of a merged weight keep the base weights identical
-    across adapters, which is what lets one base file be shared.
+    ``ab`` holds ``(A^T [in, r], B^T [r, out])``, already transposed: as graph inputs (ONNX) a
+    transpose in the graph would run on every step (onnxruntime cannot fold it into an input
+    that an adapter overrides: 336 Transpose nodes a step at qwen2.5-0.5b), so the adapter files
+    carry the matmul-ready layout. Set per call from graph inputs (ONNX), or constants of one
+    adapter's program (Core ML). ``None`` means the base layer alone. Two small matmuls instead
+    of a merged weight keep the base weights identical across adapters, which is what lets one
+    base file be shared.
     """
 
     def __init__(self, base: nn.Linear):
@@ -40,9 +43,15 @@ class LoraLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         if self.ab is not None:
-            a, b = self.ab
-            y = y + torch.matmul(torch.matmul(x, a.transpose(0, 1)), b.transpose(0, 1))
+            a_t, b_t = self.ab
+            y = y + torch.matmul(torch.matmul(x, a_t), b_t)
         return y
+
+
+def lora_inputs(lw) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A^T [in, r], B_scaled^T [r, out])``: one module's LoRA in the layout ``LoraLinear.ab``,
+    the ONNX graph inputs and the ``.onnx_adapter`` tensors share."""
+    return lw.A.t().contiguous(), lw.scaled_B().t().contiguous()
 
 
 def inject_lora(model: nn.Module, modules: list[str]) -> dict[str, LoraLinear]:
@@ -94,10 +103,10 @@ def bake_adapter(model, adapter) -> None:
 
 
 def attach_constants(model: nn.Module, adapter: LoraAdapter) -> dict[str, LoraLinear]:
-    """Wrap the modules ``adapter`` targets and give each its ``(A, B_scaled)`` as plain tensors."""
+    """Wrap the modules ``adapter`` targets and give each its ``(A^T, B_scaled^T)`` as plain tensors."""
     wrapped = inject_lora(model, sorted(adapter.weights))
     for module, lw in adapter.weights.items():
-        wrapped[module].ab = (lw.A.contiguous(), lw.scaled_B())
+        wrapped[module].ab = lora_inputs(lw)
     return wrapped
 
 

@@ -2,7 +2,8 @@
 
 external mode: one ``base.onnx`` whose LoRA A/B are graph inputs with zero-rank default
 initializers (so the base runs alone), plus one ``<adapter>.onnx_adapter`` per adapter,
-activated per run with ``RunOptions.add_active_adapter``.
+activated per run with ``RunOptions.add_active_adapter``. Both carry the matmul-ready layout,
+A^T ``[in, r]`` and scaled B^T ``[r, out]`` (``memlora.tasks.lora.lora_inputs``).
 fused mode: one ``<adapter>.onnx`` per adapter, LoRA merged into the weights.
 Quantization: MatMulNBits (8 or 4 bits, symmetric, block ``group_size``, accuracy_level 4) on
 the base weights only; LoRA matmuls take their B from graph inputs, so they stay float and

@@ -73,7 +73,7 @@ def _export_graph(job: ExportJob, modules: list[str]):
     ranks = [torch.export.Dim(f"rank_{i}", min=0, max=1024) for i in range(len(modules))]
     dyn = {"input_ids": {1: seq}, "position_ids": {1: seq},
            "past": [({2: past_len}, {2: past_len}) for _ in range(task.num_layers)],
-           "lora": [({0: r}, {1: r}) for r in ranks]}
+           "lora": [({1: r}, {0: r}) for r in ranks]}  # A^T [in, r], B^T [r, out]
     args = (ids, pos, past, lora)
     if not modules:  # fused or no adapters: the LoRA argument is left out entirely
         args, dyn = args[:3], {k: v for k, v in dyn.items() if k != "lora"}
@@ -189,11 +189,16 @@ def _quantize(model, spec: ExportSpec):
         q.process()
         return q.model.model
 
-    model = nbits(model, bits, ("MatMul",), exclude=heads)
+    # LoRA weights are graph inputs that an adapter overrides; their zero-rank defaults are
+    # initializers the quantizer would otherwise take for weights (and drop the inputs).
+    inputs = {i.name for i in model.graph.input}
+    lora = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inputs]
+    model = nbits(model, bits, ("MatMul",), exclude=heads + lora)
     if heads:  # by default the head at 8 bits, as llama.cpp's q4_0 keeps its output tensor at q6_K
         # (a 4-bit head moved top-1 on near ties); --onnx-head-bits 4: int4 all the way.
         head_bits = spec.onnx.head_bits if bits == 4 else 8
-        model = nbits(model, head_bits, ("MatMul",), include=heads)
+        # (nodes_to_include adds to the op types, it does not restrict them: exclude LoRA again)
+        model = nbits(model, head_bits, ("MatMul",), include=heads, exclude=lora)
     if bits == 4 and spec.onnx.quantize_table:  # the table as GatherBlockQuantized (int4 only in onnxruntime): one row a token
         model = nbits(model, 4, ("Gather",))
     return model
@@ -214,13 +219,17 @@ def _save(model, path: Path) -> dict[str, int]:
 
 
 def write_onnx_adapter(adapter, path: Path) -> None:
-    """Write one ``.onnx_adapter``: tensors named exactly as the base graph's LoRA inputs, B pre-scaled."""
+    """Write one ``.onnx_adapter``: tensors named exactly as the base graph's LoRA inputs, in their
+    layout (A^T, B^T with B pre-scaled: :func:`memlora.tasks.lora.lora_inputs`)."""
     import onnxruntime as ort
+
+    from ...tasks.lora import lora_inputs
 
     params = {}
     for module, lw in adapter.weights.items():
-        params[f"lora.{module}.A"] = ort.OrtValue.ortvalue_from_numpy(lw.A.contiguous().numpy())
-        params[f"lora.{module}.B"] = ort.OrtValue.ortvalue_from_numpy(lw.scaled_B().numpy())
+        a_t, b_t = lora_inputs(lw)
+        params[f"lora.{module}.A"] = ort.OrtValue.ortvalue_from_numpy(a_t.numpy())
+        params[f"lora.{module}.B"] = ort.OrtValue.ortvalue_from_numpy(b_t.numpy())
     fmt = ort.AdapterFormat()
     fmt.set_adapter_version(1)
     fmt.set_model_version(1)

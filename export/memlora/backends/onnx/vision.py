@@ -81,7 +81,7 @@ def _text_graph(task, spec: ExportSpec, modules: list[str]):
     ranks = [torch.export.Dim(f"rank_{i}", min=0, max=1024) for i in range(len(modules))]
     dyn = {"inputs_embeds": {1: seq}, "position_ids": {1: seq}, "attention_mask": {2: seq, 3: total},
            "past": [({2: past_len}, {2: past_len}) for _ in range(task.num_layers)],
-           "lora": [({0: r}, {1: r}) for r in ranks]}
+           "lora": [({1: r}, {0: r}) for r in ranks]}  # A^T [in, r], B^T [r, out]
     args = (embeds, pos, mask, past, lora)
     if not modules:
         args, dyn = args[:4], {k: v for k, v in dyn.items() if k != "lora"}
