@@ -88,10 +88,11 @@ def merge_bundles(out: Path, parts: list[Path]) -> Path:
     merged = {k: v for k, v in manifests[0].items() if k not in ("files", "artifacts")}
     merged["artifacts"] = [a for m in manifests for a in m["artifacts"]]
     merged["merged_from"] = [str(p) for p in parts]
-    first_adapters = set(_adapter_names(manifests[0]))
+    first_adapters = {a["name"] for a in manifests[0]["adapters"]}
     first: dict[str, tuple[str | None, Path]] = {}  # path -> (sha256, the part that brought it)
     for part, m in zip(parts, manifests):
         owned = {rel for a in m["artifacts"] for rel in a["files"].values()}
+        covered = {a["name"] for a in m["adapters"]} <= first_adapters  # the first part vouches for its bundle files
         for row in m["files"]:
             link, target = out / row["path"], (part / row["path"]).resolve()
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -101,16 +102,12 @@ def merge_bundles(out: Path, parts: list[Path]) -> Path:
                 link.symlink_to(target)
             elif link.resolve() == target or row.get("sha256") == sha:
                 continue
-            elif row["path"] not in owned and set(_adapter_names(m)) <= first_adapters:
+            elif row["path"] not in owned and covered:
                 continue  # the first part's bundle-level file covers this part's adapters
             else:
                 raise ValueError(f"{row['path']} differs between {source} and {part}")
     write_manifest(out, merged)
     return out
-
-
-def _adapter_names(manifest: dict) -> list[str]:
-    return [a["name"] for a in manifest.get("adapters", [])]
 
 
 def export_real(preset: str, work: Path, backends: list[str], timed: tuple[str, ...], reuse: bool, log) -> Path:
