@@ -114,6 +114,11 @@ def test_lora_inputs_matmul_ready(onnx_fp32_bundle, onnx_quant_bundle, quant):
     assert sum(i in lora for n in users for i in n.input) == len(lora)  # every input still used
     params = ort.AdapterFormat.read_adapter(str(root / files["adapter:extract"])).get_parameters()
     assert set(params) == set(lora)
+    # q/k/v and gate/up packed: one weight matmul and one LoRA pair a group, a Split after each
+    layers = sum(n.startswith("past.") and n.endswith(".key") for n in (i.name for i in graph.input))
+    assert sum(name.endswith("q_proj+k_proj+v_proj.A") for name in lora) == layers
+    assert sum(name.endswith("gate_proj+up_proj.A") for name in lora) == layers
+    assert sum(n.op_type == "Split" for n in graph.node) >= 2 * layers
     for name, value in params.items():
         shape, dims = value.shape(), lora[name]
         fixed = 0 if name.endswith(".A") else 1  # A^T: [in, r]; B^T: [r, out]
@@ -140,7 +145,7 @@ def test_tied_head_untied_and_quantized_all_the_way():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from memlora.backends.onnx.export import _quantize, _untie_transposed_weights
+    from memlora.backends.onnx.export import HEAD8_BLOCK, _quantize, _untie_transposed_weights
     from memlora.core.config import ExportSpec, OnnxConfig
 
     rng = np.random.default_rng(0)
@@ -169,7 +174,8 @@ def test_tied_head_untied_and_quantized_all_the_way():
         out = run(q)
         assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()
         assert (out.argmax(-1) == ref.argmax(-1)).mean() >= 0.75
-    for bits in (8, 4):  # --onnx-head-bits: the untied head's MatMulNBits bits
+    for bits, block in ((8, HEAD8_BLOCK), (4, 32)):  # --onnx-head-bits; an 8-bit head in larger blocks
         q = _quantize(make(), ExportSpec("onnx", "external", "int4", onnx=OnnxConfig(head_bits=bits)))
         [head] = [n for n in q.graph.node if n.op_type == "MatMulNBits"]
-        assert next(a.i for a in head.attribute if a.name == "bits") == bits
+        attrs = {a.name: a.i for a in head.attribute}
+        assert (attrs["bits"], attrs["block_size"]) == (bits, block)

@@ -2,6 +2,8 @@
 RMSNorm as one SimplifiedLayerNormalization, and the int4 LM head's bits."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -137,10 +139,10 @@ def test_quant_meta_names_non_default_variants():
 
     assert quant_meta(ExportSpec("onnx", "external", "none")) == {}
     assert quant_meta(ExportSpec("onnx", "external", "int8", onnx=OnnxConfig(head_bits=4))) == \
-        dict(head_bits=8, table_bits=None)  # int8 keeps an 8-bit head whatever --onnx-head-bits says
-    assert quant_meta(ExportSpec("onnx", "external", "int4")) == dict(head_bits=8, table_bits=None)
+        dict(head_bits=8, head_block=128, table_bits=None)  # int8 keeps an 8-bit head whatever --onnx-head-bits says
+    assert quant_meta(ExportSpec("onnx", "external", "int4")) == dict(head_bits=8, head_block=128, table_bits=None)
     spec = ExportSpec("onnx", "external", "int4", onnx=OnnxConfig(quantize_table=True, head_bits=4))
-    assert quant_meta(spec) == dict(head_bits=4, table_bits=4, variant="head4+table4")
+    assert quant_meta(spec) == dict(head_bits=4, head_block=32, table_bits=4, variant="head4+table4")
 
 
 def test_variant_has_its_own_folder():
@@ -153,3 +155,60 @@ def test_variant_has_its_own_folder():
     spec = ExportSpec("onnx", "external", "int4", onnx=OnnxConfig(quantize_table=True, head_bits=4))
     assert onnx.folder_variant(spec) == "-head4-table4"
     assert get_backend("executorch").folder_variant(ExportSpec("executorch", "external", "int4")) == ""
+
+
+def _random_adapter(model, modules, rank, seed):
+    from memlora.sources.adapters import LoraAdapter, LoraWeights
+
+    gen = torch.Generator().manual_seed(seed)
+    weights = {}
+    for m in modules:
+        lin = model.get_submodule(m)
+        weights[m] = LoraWeights(torch.randn(rank, lin.in_features, generator=gen) * 0.1,
+                                 torch.randn(lin.out_features, rank, generator=gen) * 0.1, 2.0)
+    return LoraAdapter("a", Path("."), rank, 2 * rank, sorted({m.rpartition(".")[2] for m in modules}), weights)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_packed_projections_equal_unpacked(preset_dir, name):
+    """q/k/v and gate/up packed, with LoRA per unit (block-diagonal B; k left out of the adapter,
+    so its block has rank 0): the same logits and cache as one LoraLinear per module, the model
+    restored afterwards; the negative control (the k and v column blocks swapped) must differ."""
+    from memlora.tasks.decoder import DynamicKVDecoder
+    from memlora.tasks.lora import lora_inputs, remove_lora
+    from memlora.tasks.packed import lora_units, packable, packed, unit_tensors
+
+    model = _model(preset_dir, name)
+    layers = model.config.num_hidden_layers
+    modules = [f"model.layers.{i}.{m}" for i in range(layers)
+               for m in ("self_attn.q_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj")]
+    adapter = _random_adapter(model, modules, 4, seed=3)
+    groups = packable(model)
+    assert len(groups) == 2 * layers
+    units = lora_units(model, sorted(modules), groups)
+    assert [len(u.members) for u in units].count(3) == layers and len(units) == 3 * layers  # qkv, gate+up, o
+    gen = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, model.config.vocab_size, (1, 6), generator=gen)
+    pos = torch.arange(2, 8)[None]
+    shape = (1, model.config.num_key_value_heads, 2, model.config.head_dim if getattr(model.config, "head_dim", None)
+             else model.config.hidden_size // model.config.num_attention_heads)
+    past = [(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)) for _ in range(layers)]
+
+    with torch.no_grad():
+        plain = DynamicKVDecoder(model, sorted(modules))
+        ref, ref_kv = plain(ids, pos, past, [lora_inputs(adapter.weights[m]) for m in sorted(modules)])
+        remove_lora(model)
+        tensors = [unit_tensors(u, adapter) for u in units]
+        with packed(model, groups) as packs:
+            wrapper = DynamicKVDecoder(model, [u.name for u in units], packs)
+            out, kv = wrapper(ids, pos, past, tensors)
+            qkv = next(i for i, u in enumerate(units) if len(u.members) == 3)
+            a_t, b_t = tensors[qkv]
+            q, k, v = units[qkv].outs
+            swapped = torch.cat([b_t[:, :q], b_t[:, q + k:], b_t[:, q:q + k]], 1)  # k and v blocks swapped
+            bad, _ = wrapper(ids, pos, past, tensors[:qkv] + [(a_t, swapped)] + tensors[qkv + 1:])
+        remove_lora(model)
+    assert all(type(model.get_submodule(m)) is torch.nn.Linear for g in groups for m in g)  # restored
+    assert float((out - ref).abs().max()) <= 1e-5
+    assert max(float((a - b).abs().max()) for p, r in zip(kv, ref_kv) for a, b in zip(p, r)) <= 1e-5
+    assert float((bad - ref).abs().max()) > 1e-3

@@ -72,15 +72,21 @@ class DynamicKVDecoder(nn.Module):
     """Decoder step with explicit past/present key-values (the cache grows by concatenation).
 
     Inputs: ``input_ids [1, T]``, ``position_ids [1, T]``, past key/values per layer
-    ``[1, kv_heads, P, head_dim]``, and, in external mode, LoRA ``(A [r, in], B [out, r])`` per
-    adapted module. Outputs: ``logits [1, T, V]`` and the present key/values ``[.., P+T, ..]``.
+    ``[1, kv_heads, P, head_dim]``, and, in external mode, LoRA ``(A^T [in, r], B^T [r, out])`` per
+    LoRA unit. Outputs: ``logits [1, T, V]`` and the present key/values ``[.., P+T, ..]``.
+
+    ``lora_units`` name modules, or packed groups found in ``packs`` (:mod:`memlora.tasks.packed`,
+    whose per-call input cache is cleared after every forward).
     """
 
-    def __init__(self, model: nn.Module, lora_modules: list[str] | None = None):
+    def __init__(self, model: nn.Module, lora_units: list[str] | None = None, packs: dict | None = None):
         super().__init__()
         self.model = model
-        self.lora_paths = list(lora_modules or [])
-        self.lora: dict[str, LoraLinear] = inject_lora(model, self.lora_paths) if self.lora_paths else {}
+        self.lora_paths = list(lora_units or [])
+        self.packs = dict(packs or {})
+        singles = [p for p in self.lora_paths if p not in self.packs]
+        injected: dict = inject_lora(model, singles) if singles else {}
+        self.lora = {p: self.packs[p] if p in self.packs else injected[p] for p in self.lora_paths}
 
     def forward(self, input_ids, position_ids, past, lora=None):
         from transformers import DynamicCache
@@ -97,16 +103,22 @@ class DynamicKVDecoder(nn.Module):
         finally:
             for mod in self.lora.values():
                 mod.ab = None
+            for pack in self.packs.values():
+                pack.reset()
         present = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
         return out.logits, present
 
 
-def example_inputs(task: DecoderTask, seq: int = 3, past_len: int = 2, rank: int = 4):
-    """Example tensors for tracing (sizes > 1 so no dimension specialises)."""
+def example_inputs(task: DecoderTask, seq: int = 3, past_len: int = 2, rank: int = 4, units=None):
+    """Example tensors for tracing (sizes > 1 so no dimension specialises); LoRA per module of the
+    task, or per :class:`~memlora.tasks.packed.LoraUnit` of ``units``."""
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, task.vocab_size, (1, seq), generator=gen)
     pos = torch.arange(past_len, past_len + seq).unsqueeze(0)
     past, lora = example_past_and_lora(task, gen, past_len, rank)
+    if units is not None:
+        lora = [(torch.randn(u.inp, rank, generator=gen) * 0.01, torch.randn(rank, sum(u.outs), generator=gen) * 0.01)
+                for u in units]
     return ids, pos, past, lora
 
 

@@ -17,31 +17,43 @@ from ..export_job import ExportJob, export_failure
 from .fusions import fuse_rms_norms
 
 _EXTERNAL_DATA_BYTES = 1 << 30  # beyond this, weights go to a side file (protobuf stops at 2 GiB)
+# The 8-bit LM head's block. onnxruntime 1.32's 8-bit MatMulNBits kernel is per-block bound at
+# 32: on qwen2.5-0.5b's head [896, 151936] it ran 12.4 / 6.6 ms at 1 / 2 threads, and 9.9 / 5.0 ms
+# at 128 (64: no faster, 256: slower), for a max relative error of 0.0099 against 0.0083 (int4
+# blocks of 32: 0.094). The head is 14-20% of an int4 decode step, so this is 6% of the step.
+HEAD8_BLOCK = 128
 
 
 def export_external(job: ExportJob) -> None:
-    """``base.onnx`` with LoRA inputs, and one ``.onnx_adapter`` per adapter."""
+    """``base.onnx`` with LoRA inputs (one pair per :class:`~memlora.tasks.packed.LoraUnit`: q/k/v
+    and gate/up packed), and one ``.onnx_adapter`` per adapter in the same layout."""
     from ...tasks.lora import remove_lora
+    from ...tasks.packed import lora_units, packable
 
     task = job.task
-    modules = task.lora_modules()
+    groups = packable(task.model)
+    units = lora_units(task.model, task.lora_modules(), groups)
     try:
-        model = _export_graph(job, modules)
+        model = _export_graph(job, groups, units)
     finally:
         remove_lora(task.model)
     job.meta.update(opset=job.spec.onnx.opset, ops=_save(model, job.add("model", "base.onnx")),
-                    lora_inputs=len(modules) * 2, **quant_meta(job.spec))
+                    lora_inputs=len(units) * 2, packed_groups=len(groups), **quant_meta(job.spec))
     for name, adapter in task.adapters.items():
-        write_onnx_adapter(adapter, job.add(f"adapter:{name}", f"{name}.onnx_adapter"))
+        write_onnx_adapter(adapter, job.add(f"adapter:{name}", f"{name}.onnx_adapter"), units)
 
 
 def export_fused(job: ExportJob, name: str) -> None:
     """``<name>/<name>.onnx`` with the adapter fused into the weights (fused by the caller). One
     folder per fused model: ONNX Runtime GenAI opens a folder (``memlora.stock``)."""
-    model = _export_graph(job, [])
+    from ...tasks.packed import packable
+
+    groups = packable(job.task.model)
+    model = _export_graph(job, groups, [])
     path = job.add(f"model:{name}", f"{name}/{name}.onnx")
     path.parent.mkdir(exist_ok=True)
-    job.meta.update(opset=job.spec.onnx.opset, ops=_save(model, path), **quant_meta(job.spec))
+    job.meta.update(opset=job.spec.onnx.opset, ops=_save(model, path), packed_groups=len(groups),
+                    **quant_meta(job.spec))
 
 
 def quant_meta(spec: ExportSpec) -> dict:
@@ -53,22 +65,25 @@ def quant_meta(spec: ExportSpec) -> dict:
     head = spec.onnx.head_bits if int4 else 8
     table = 4 if int4 and spec.onnx.quantize_table else None
     parts = ([f"head{head}"] if int4 and head != 8 else []) + (["table4"] if table else [])
-    return dict(head_bits=head, table_bits=table, **({"variant": "+".join(parts)} if parts else {}))
+    head_block = HEAD8_BLOCK if head == 8 else spec.group_size
+    return dict(head_bits=head, head_block=head_block, table_bits=table, **({"variant": "+".join(parts)} if parts else {}))
 
 
-def _export_graph(job: ExportJob, modules: list[str]):
-    """torch.onnx.export (dynamo) of the dynamic-KV decoder; returns a quantized ModelProto."""
+def _export_graph(job: ExportJob, groups: list[tuple[str, ...]], units: list):
+    """torch.onnx.export (dynamo) of the dynamic-KV decoder with ``groups`` packed and one pair of
+    LoRA inputs per unit; returns a quantized ModelProto."""
     import onnx
     import torch
 
     from ...tasks.decoder import DynamicKVDecoder, example_inputs
     from ...tasks.grouped_attention import grouped_attention_for
+    from ...tasks.packed import packed
 
     task, spec = job.task, job.spec
-    wrapper = DynamicKVDecoder(task.model, modules).eval()
-    ids, pos, past, lora = example_inputs(task)
+    modules = [u.name for u in units]
+    ids, pos, past, lora = example_inputs(task, units=units)
     seq, past_len = torch.export.Dim("seq", min=1, max=32768), torch.export.Dim("past", min=0, max=32768)
-    # One rank symbol per module: an adapter may leave some modules at rank 0 (their defaults)
+    # One rank symbol per unit: an adapter may leave some units at rank 0 (their defaults)
     # while others have rank 8, and a shared symbol lets onnxruntime reuse buffers wrongly.
     ranks = [torch.export.Dim(f"rank_{i}", min=0, max=1024) for i in range(len(modules))]
     dyn = {"input_ids": {1: seq}, "position_ids": {1: seq},
@@ -83,7 +98,8 @@ def _export_graph(job: ExportJob, modules: list[str]):
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         try:
             # Grouped attention: no repeat_kv copy of the whole cache per layer and step.
-            with _exporter_quiet(), grouped_attention_for(task.model):
+            with _exporter_quiet(), grouped_attention_for(task.model), packed(task.model, groups) as packs:
+                wrapper = DynamicKVDecoder(task.model, modules, packs).eval()
                 program = torch.onnx.export(
                     wrapper, args, dynamic_shapes=dyn, dynamo=True, opset_version=spec.onnx.opset,
                     input_names=input_names, output_names=output_names, verbose=False, optimize=True)
@@ -181,9 +197,9 @@ def _quantize(model, spec: ExportSpec):
     bits = 8 if spec.quant is Quant.INT8 else 4
     heads = _untie_transposed_weights(model)  # the LM head quantizes too, not only the layers
 
-    def nbits(model, bits, ops, include=None, exclude=None):
+    def nbits(model, bits, ops, include=None, exclude=None, block=spec.group_size):
         # accuracy_level=4 (int8 compute): without it 8-bit decode ran 12x slower than fp32 here.
-        q = MatMulNBitsQuantizer(model, bits=bits, block_size=spec.group_size, is_symmetric=True,
+        q = MatMulNBitsQuantizer(model, bits=bits, block_size=block, is_symmetric=True,
                                  accuracy_level=4, op_types_to_quantize=ops, nodes_to_include=include,
                                  nodes_to_exclude=exclude, quant_axes=(("MatMul", 0), ("Gather", 1)))
         q.process()
@@ -198,7 +214,8 @@ def _quantize(model, spec: ExportSpec):
         # (a 4-bit head moved top-1 on near ties); --onnx-head-bits 4: int4 all the way.
         head_bits = spec.onnx.head_bits if bits == 4 else 8
         # (nodes_to_include adds to the op types, it does not restrict them: exclude LoRA again)
-        model = nbits(model, head_bits, ("MatMul",), include=heads, exclude=lora)
+        block = HEAD8_BLOCK if head_bits == 8 else spec.group_size
+        model = nbits(model, head_bits, ("MatMul",), include=heads, exclude=lora, block=block)
     if bits == 4 and spec.onnx.quantize_table:  # the table as GatherBlockQuantized (int4 only in onnxruntime): one row a token
         model = nbits(model, 4, ("Gather",))
     return model
@@ -218,18 +235,23 @@ def _save(model, path: Path) -> dict[str, int]:
     return dict(Counter(n.op_type for n in model.graph.node).most_common())
 
 
-def write_onnx_adapter(adapter, path: Path) -> None:
+def write_onnx_adapter(adapter, path: Path, units: list | None = None) -> None:
     """Write one ``.onnx_adapter``: tensors named exactly as the base graph's LoRA inputs, in their
-    layout (A^T, B^T with B pre-scaled: :func:`memlora.tasks.lora.lora_inputs`)."""
+    layout (A^T, B^T with B pre-scaled: :func:`memlora.tasks.lora.lora_inputs`), one pair per
+    module, or per :class:`~memlora.tasks.packed.LoraUnit` of ``units`` (packed groups)."""
     import onnxruntime as ort
 
     from ...tasks.lora import lora_inputs
+    from ...tasks.packed import unit_tensors
 
+    if units is None:
+        pairs = {m: lora_inputs(lw) for m, lw in adapter.weights.items()}
+    else:  # a unit the adapter does not touch keeps the graph's rank-0 default
+        pairs = {u.name: t for u in units if (t := unit_tensors(u, adapter)) is not None}
     params = {}
-    for module, lw in adapter.weights.items():
-        a_t, b_t = lora_inputs(lw)
-        params[f"lora.{module}.A"] = ort.OrtValue.ortvalue_from_numpy(a_t.numpy())
-        params[f"lora.{module}.B"] = ort.OrtValue.ortvalue_from_numpy(b_t.numpy())
+    for name, (a_t, b_t) in pairs.items():
+        params[f"lora.{name}.A"] = ort.OrtValue.ortvalue_from_numpy(a_t.numpy())
+        params[f"lora.{name}.B"] = ort.OrtValue.ortvalue_from_numpy(b_t.numpy())
     fmt = ort.AdapterFormat()
     fmt.set_adapter_version(1)
     fmt.set_model_version(1)
