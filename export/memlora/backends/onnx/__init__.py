@@ -3,10 +3,11 @@
 external mode: one ``base.onnx`` whose LoRA A/B are graph inputs with zero-rank default
 initializers (so the base runs alone), plus one ``<adapter>.onnx_adapter`` per adapter,
 activated per run with ``RunOptions.add_active_adapter``. Both carry the matmul-ready layout,
-A^T ``[in, r]`` and scaled B^T ``[r, out]`` (``memlora.tasks.lora.lora_inputs``).
+A^T ``[in, r]`` and scaled B^T ``[r, out]`` (``memlora.tasks.lora.lora_inputs``), one pair per
+LoRA unit: a module, or a packed q/k/v or gate/up group (``memlora.tasks.packed``).
 fused mode: one ``<adapter>.onnx`` per adapter, LoRA merged into the weights.
 Quantization: MatMulNBits (8 or 4 bits, symmetric, block ``group_size``, accuracy_level 4) on
-the base weights only; LoRA matmuls take their B from graph inputs, so they stay float and
+the base weights only (an 8-bit LM head in blocks of 128: ``export.HEAD8_BLOCK``); LoRA matmuls take their B from graph inputs, so they stay float and
 adapters of any rank still load. Export side: ``export.py`` (torch); run side: ``runner.py``
 (onnxruntime only).
 """
