@@ -194,6 +194,7 @@ def test_packed_projections_equal_unpacked(preset_dir, name):
              else model.config.hidden_size // model.config.num_attention_heads)
     past = [(torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)) for _ in range(layers)]
 
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         plain = DynamicKVDecoder(model, sorted(modules))
         ref, ref_kv = plain(ids, pos, past, [lora_inputs(adapter.weights[m]) for m in sorted(modules)])
@@ -209,6 +210,8 @@ def test_packed_projections_equal_unpacked(preset_dir, name):
             bad, _ = wrapper(ids, pos, past, tensors[:qkv] + [(a_t, swapped)] + tensors[qkv + 1:])
         remove_lora(model)
     assert all(type(model.get_submodule(m)) is torch.nn.Linear for g in groups for m in g)  # restored
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
     assert float((out - ref).abs().max()) <= 1e-5
     assert max(float((a - b).abs().max()) for p, r in zip(kv, ref_kv) for a, b in zip(p, r)) <= 1e-5
     assert float((bad - ref).abs().max()) > 1e-3
