@@ -62,11 +62,17 @@ def quant_meta(spec: ExportSpec) -> dict:
     if spec.quant is Quant.NONE:
         return {}
     int4 = spec.quant is Quant.INT4
-    head = spec.onnx.head_bits if int4 else 8
+    head, head_block = _head_quant(spec)
     table = 4 if int4 and spec.onnx.quantize_table else None
     parts = ([f"head{head}"] if int4 and head != 8 else []) + (["table4"] if table else [])
-    head_block = HEAD8_BLOCK if head == 8 else spec.group_size
     return dict(head_bits=head, head_block=head_block, table_bits=table, **({"variant": "+".join(parts)} if parts else {}))
+
+
+def _head_quant(spec: ExportSpec) -> tuple[int, int]:
+    """(bits, block) of a quantized export's LM head: ``--onnx-head-bits`` in an int4 export, 8 in
+    an int8 one; an 8-bit head in blocks of :data:`HEAD8_BLOCK`, a 4-bit one in ``group_size``."""
+    bits = spec.onnx.head_bits if spec.quant is Quant.INT4 else 8
+    return bits, HEAD8_BLOCK if bits == 8 else spec.group_size
 
 
 def _export_graph(job: ExportJob, groups: list[tuple[str, ...]], units: list):
@@ -212,9 +218,8 @@ def _quantize(model, spec: ExportSpec):
     model = nbits(model, bits, ("MatMul",), exclude=heads + lora)
     if heads:  # by default the head at 8 bits, as llama.cpp's q4_0 keeps its output tensor at q6_K
         # (a 4-bit head moved top-1 on near ties); --onnx-head-bits 4: int4 all the way.
-        head_bits = spec.onnx.head_bits if bits == 4 else 8
+        head_bits, block = _head_quant(spec)
         # (nodes_to_include adds to the op types, it does not restrict them: exclude LoRA again)
-        block = HEAD8_BLOCK if head_bits == 8 else spec.group_size
         model = nbits(model, head_bits, ("MatMul",), include=heads, exclude=lora, block=block)
     if bits == 4 and spec.onnx.quantize_table:  # the table as GatherBlockQuantized (int4 only in onnxruntime): one row a token
         model = nbits(model, 4, ("Gather",))
