@@ -60,11 +60,14 @@ class OnnxConfig:
     stays ~0.01), so it is the user's call.
     ``head_bits``: the LM head's bits in an int4 export (int8 exports: 8). 8 by default, as
     llama.cpp's q4_0 keeps its output tensor at q6_K; 4 reads ~60 MB less a token at 0.5B.
+    ``fuse_attention``: each causal layer's attention as one onnxruntime ``GroupQueryAttention``
+    (``memlora.backends.onnx.attention``); off only to compare against the graph as exported.
     """
 
     opset: int = 18
     quantize_table: bool = False
     head_bits: int = 8
+    fuse_attention: bool = True
 
     def __post_init__(self) -> None:
         if self.opset < 18:

@@ -14,6 +14,7 @@ import numpy as np
 from ...core.config import ExportSpec, Quant
 from ...tasks.names import kv_names, lora_input_names
 from ..export_job import ExportJob, export_failure
+from .attention import AttentionShape, attention_fused, attention_shape, fuse_group_query_attention
 from .fusions import fuse_rms_norms
 
 _EXTERNAL_DATA_BYTES = 1 << 30  # beyond this, weights go to a side file (protobuf stops at 2 GiB)
@@ -114,12 +115,18 @@ def _export_graph(job: ExportJob, groups: list[tuple[str, ...]], units: list):
         tmp_file = Path(tmp) / "model.onnx"
         program.save(str(tmp_file), external_data=True)
         model = onnx.load(str(tmp_file))  # loads the external weights into memory
-    return finish_decoder(model, modules, spec)
+    attention = attention_shape(task, spec.max_seq_len) if spec.onnx.fuse_attention else None
+    model = finish_decoder(model, modules, spec, attention)
+    job.meta["attention_fused"] = attention_fused(model)
+    if job.meta["attention_fused"]:
+        job.meta["rotary_positions"] = spec.max_seq_len
+    return model
 
 
-def finish_decoder(model, modules: list[str], spec: ExportSpec):
+def finish_decoder(model, modules: list[str], spec: ExportSpec, attention: AttentionShape | None = None):
     """Zero-rank defaults for the LoRA inputs (the base graph runs with no adapter, and
-    onnxruntime's Python API accepts feeds that leave them out), the RMSNorm fusion, then ``--quant``."""
+    onnxruntime's Python API accepts feeds that leave them out), the RMSNorm fusion, the attention
+    fusion where ``attention`` is given (text decoders), then ``--quant``."""
     from onnx import numpy_helper
 
     lora_set = set(lora_input_names(modules))
@@ -128,6 +135,8 @@ def finish_decoder(model, modules: list[str], spec: ExportSpec):
             dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inp.type.tensor_type.shape.dim]
             model.graph.initializer.append(numpy_helper.from_array(np.zeros(dims, np.float32), inp.name))
     fuse_rms_norms(model)  # before quantizing: the quantizer only looks at MatMul/Gather
+    if attention is not None:
+        fuse_group_query_attention(model, attention)
     if spec.quant is not Quant.NONE:
         model = _quantize(model, spec)
     return model

@@ -28,7 +28,10 @@ class OnnxRunner(ArtifactRunner):
                  max_seq_len: int | None = None):
         import onnxruntime as ort
 
-        super().__init__(artifact, root, max_seq_len)
+        # A graph with fused attention reads rotary tables of ``rotary_positions`` rows: past them
+        # the runner refuses ("KV cache full") instead of onnxruntime failing mid-run.
+        limits = [n for n in (max_seq_len, artifact.meta.get("rotary_positions")) if n]
+        super().__init__(artifact, root, min(limits) if limits else None)
         self._ort = ort
         self._opts = _session_options(threads)
         self.threads = threads
