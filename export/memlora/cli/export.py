@@ -36,6 +36,8 @@ def export(
     onnx_quantize_table: bool = typer.Option(False, help="ONNX int4: the embedding table in int4 too "
                                              "(GatherBlockQuantized); the LM head is always quantized."),
     onnx_head_bits: int = typer.Option(8, help="ONNX int4: bits of the LM head, 8 (as llama.cpp's q4_0 mix) or 4."),
+    onnx_gqa: bool = typer.Option(False, help="ONNX: each causal layer's attention as one GroupQueryAttention "
+                                  "(faster decode on short contexts, slower past ~500 cached tokens on CPU)."),
     coreml_target: str = typer.Option("iOS18", help="Core ML: minimum deployment target (iOS18 / macOS15 or newer)."),
     executorch_threads: Optional[int] = typer.Option(None, help="ExecuTorch: threadpool size the runner uses by default."),
     stock: bool = typer.Option(False, "--stock", help="Also run every artifact in its stock runtime (see parity --stock)."),
@@ -53,7 +55,7 @@ def export(
             quants=parse_choices(Quant, quant, "--quant"), precision=parse_choices(Precision, precision, "--precision")[0],
             group_size=group_size, max_seq_len=max_seq_len, parity_tokens=parity_tokens,
             check_parity=not no_parity, force=force, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
-            embedder=embedder, onnx=OnnxConfig(onnx_opset, onnx_quantize_table, onnx_head_bits), coreml=CoreMLConfig(coreml_target),
+            embedder=embedder, onnx=OnnxConfig(onnx_opset, onnx_quantize_table, onnx_head_bits, onnx_gqa), coreml=CoreMLConfig(coreml_target),
             executorch=ExecuTorchConfig(executorch_threads), stock_check=stock)
         manifest = run_export(opts, show_progress=not quiet)
     except MemloraError as e:

@@ -8,8 +8,9 @@ LoRA unit: a module, or a packed q/k/v or gate/up group (``memlora.tasks.packed`
 fused mode: one ``<adapter>.onnx`` per adapter, LoRA merged into the weights.
 Quantization: MatMulNBits (8 or 4 bits, symmetric, block ``group_size``, accuracy_level 4) on
 the base weights only (an 8-bit LM head in blocks of 128: ``export.HEAD8_BLOCK``); LoRA matmuls take their B from graph inputs, so they stay float and
-adapters of any rank still load. Graph rewrites after the export: ``fusions.py`` (RMSNorm),
-``attention.py`` (each causal layer's attention as one ``GroupQueryAttention``). Export side:
+adapters of any rank still load. Graph rewrites after the export: ``fusions.py`` (RMSNorm,
+residual + RMSNorm, MatMulNBits bias), ``rotary.py`` (``RotaryEmbedding``), ``attention.py``
+(``--onnx-gqa``: each causal layer's attention as one ``GroupQueryAttention``). Export side:
 ``export.py`` (torch); run side: ``runner.py`` (onnxruntime only).
 """
 from __future__ import annotations

@@ -14,8 +14,9 @@ import numpy as np
 from ...core.config import ExportSpec, Quant
 from ...tasks.names import kv_names, lora_input_names
 from ..export_job import ExportJob, export_failure
-from .attention import AttentionShape, attention_fused, attention_shape, fuse_group_query_attention
-from .fusions import fuse_rms_norms
+from .attention import AttentionShape, attention_shape, fuse_group_query_attention
+from .fusions import fuse_matmul_bias, fuse_rms_norms, fuse_skip_norms
+from .rotary import fuse_rotary
 
 _EXTERNAL_DATA_BYTES = 1 << 30  # beyond this, weights go to a side file (protobuf stops at 2 GiB)
 # The 8-bit LM head's block. onnxruntime 1.32's 8-bit MatMulNBits kernel is per-block bound at
@@ -115,18 +116,19 @@ def _export_graph(job: ExportJob, groups: list[tuple[str, ...]], units: list):
         tmp_file = Path(tmp) / "model.onnx"
         program.save(str(tmp_file), external_data=True)
         model = onnx.load(str(tmp_file))  # loads the external weights into memory
-    attention = attention_shape(task, spec.max_seq_len) if spec.onnx.fuse_attention else None
-    model = finish_decoder(model, modules, spec, attention)
-    job.meta["attention_fused"] = attention_fused(model)
-    if job.meta["attention_fused"]:
+    model, fused = finish_decoder(model, modules, spec, attention_shape(task, spec.max_seq_len))
+    job.meta["fused_ops"] = fused
+    if fused.get("attention") or fused.get("rotary"):  # tables of this many rows: the runner's limit
         job.meta["rotary_positions"] = spec.max_seq_len
     return model
 
 
 def finish_decoder(model, modules: list[str], spec: ExportSpec, attention: AttentionShape | None = None):
     """Zero-rank defaults for the LoRA inputs (the base graph runs with no adapter, and
-    onnxruntime's Python API accepts feeds that leave them out), the RMSNorm fusion, the attention
-    fusion where ``attention`` is given (text decoders), then ``--quant``."""
+    onnxruntime's Python API accepts feeds that leave them out), the graph rewrites, then
+    ``--quant``. ``attention`` (text decoders, whose rotary reads ``position_ids`` alone) enables
+    the rotary fusion, and with ``--onnx-gqa`` the whole-attention one. Returns the model and
+    how many of each rewrite it took."""
     from onnx import numpy_helper
 
     lora_set = set(lora_input_names(modules))
@@ -134,12 +136,24 @@ def finish_decoder(model, modules: list[str], spec: ExportSpec, attention: Atten
         if inp.name in lora_set:
             dims = [d.dim_value if d.HasField("dim_value") else 0 for d in inp.type.tensor_type.shape.dim]
             model.graph.initializer.append(numpy_helper.from_array(np.zeros(dims, np.float32), inp.name))
-    fuse_rms_norms(model)  # before quantizing: the quantizer only looks at MatMul/Gather
-    if attention is not None:
-        fuse_group_query_attention(model, attention)
+    fused = _rewrite(model, spec, attention) if spec.onnx.rewrites else {}
     if spec.quant is not Quant.NONE:
         model = _quantize(model, spec)
-    return model
+        if spec.onnx.rewrites:  # (MatMulNBits exists only now)
+            fused["matmul_bias"] = fuse_matmul_bias(model)
+    return model, fused
+
+
+def _rewrite(model, spec: ExportSpec, attention: AttentionShape | None) -> dict[str, int]:
+    """The float graph's rewrites, in place (before quantizing: the quantizer only looks at
+    MatMul/Gather); returns how many of each."""
+    fused = {"rms_norm": fuse_rms_norms(model)}
+    if attention is not None:
+        if spec.onnx.fuse_attention:  # first: it takes the rotary with it
+            fused["attention"] = fuse_group_query_attention(model, attention)
+        fused["rotary"] = fuse_rotary(model, attention.head_dim, attention.max_positions)
+    fused["skip_norm"] = fuse_skip_norms(model)  # after the RMSNorm fusion it extends
+    return fused
 
 
 @contextlib.contextmanager

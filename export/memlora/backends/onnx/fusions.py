@@ -116,3 +116,62 @@ def fuse_rms_norms(model) -> int:
     del model.graph.node[:]
     model.graph.node.extend(keep)
     return len(norms)
+
+
+def fuse_skip_norms(model) -> int:
+    """``SimplifiedLayerNormalization(Add(a, b))`` -> one ``SkipSimplifiedLayerNormalization(a, b)``
+    (com.microsoft) that also returns the sum, under the Add's name (the residual stream the next
+    block adds to). Both addends must be activations (not constants). Returns how many."""
+    from onnx import helper
+
+    graph = model.graph
+    g = _Graph(graph)
+    fused, drop = {}, set()
+    for node in graph.node:
+        add = g.make(node.input[0], "Add") if node.op_type == "SimplifiedLayerNormalization" else None
+        if add is None or len(add.input) != 2 or any(g.const(i) is not None for i in add.input) or id(add) in fused:
+            continue
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        # In the Add's place: its inputs exist there, and readers of the sum may come before the norm.
+        fused[id(add)] = helper.make_node(
+            "SkipSimplifiedLayerNormalization", [add.input[0], add.input[1], node.input[1]],
+            [node.output[0], "", "", add.output[0]], name=f"{node.name}_skip", domain="com.microsoft", epsilon=eps)
+        drop.add(id(node))
+    if not fused:
+        return 0
+    nodes = [fused.get(id(n), n) for n in graph.node if id(n) not in drop]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _com_microsoft(model)
+    return len(fused)
+
+
+def fuse_matmul_bias(model) -> int:
+    """``Add(MatMulNBits(x), bias)`` with a constant 1-D bias -> the MatMulNBits' own ``bias``
+    input (Qwen's q/k/v bias): one op less a layer. Returns how many."""
+    graph = model.graph
+    g = _Graph(graph)
+    drop = set()
+    for node in graph.node:
+        if node.op_type != "Add" or len(node.input) != 2:
+            continue
+        for name in node.input:
+            mm, bias = g.make(name, "MatMulNBits"), _other(node, name)
+            value = g.const(bias) if bias else None
+            if mm is None or value is None or value.ndim != 1 or len(mm.input) > 5 or not g.only_use(name):
+                continue
+            mm.input.extend([""] * (5 - len(mm.input)) + [bias])
+            mm.output[0] = node.output[0]
+            drop.add(id(node))
+            break
+    nodes = [n for n in graph.node if id(n) not in drop]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(drop)
+
+
+def _com_microsoft(model) -> None:
+    from onnx import helper
+
+    if not any(op.domain == "com.microsoft" for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))

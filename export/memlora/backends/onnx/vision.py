@@ -88,7 +88,7 @@ def _text_graph(task, spec: ExportSpec, modules: list[str]):
     L = task.num_layers
     names = ["inputs_embeds", "position_ids", "attention_mask"] + kv_names(L, "past") + lora_input_names(modules)
     model = _export(wrapper, args, dyn, names, ["logits"] + kv_names(L, "present"), spec.onnx.opset, "text decoder", task)
-    return finish_decoder(model, modules, spec)
+    return finish_decoder(model, modules, spec)[0]
 
 
 def export(task, spec: ExportSpec, out_dir: Path) -> Artifact:
