@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fusions import _Graph, _other
-from .rotary import _int_attr, _perm, rotary_match, rotary_tables, sweep
+from .rotary import _int_attr, _perm, replace_nodes, rotary_match, rotary_tables
 
 _GQA_PREFIX = "memlora_gqa"
 
@@ -152,11 +152,7 @@ def fuse_group_query_attention(model, shape: AttentionShape) -> int:
         drop.update(id(n) for n in m.drop)
     for node in graph.node:
         nodes.extend(replace.get(id(node), []) if id(node) in drop else [node])
-    del graph.node[:]
-    graph.node.extend(nodes)
-    sweep(graph)
-    if not any(op.domain == "com.microsoft" for op in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    replace_nodes(model, nodes)
     return len(layers)
 
 

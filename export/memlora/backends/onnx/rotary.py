@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fusions import _Graph, _other
+from .fusions import _com_microsoft, _Graph, _other
 
 _PREFIX = "memlora_rotary"
 
@@ -51,13 +51,16 @@ def fuse_rotary(model, head_dim: int, max_positions: int) -> int:
                                           name=f"{node.name}_rotary", domain="com.microsoft", interleaved=0)
     if not fused:
         return 0
-    nodes = [fused.get(id(n), n) for n in graph.node]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    sweep(graph)
-    if not any(op.domain == "com.microsoft" for op in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    replace_nodes(model, [fused.get(id(n), n) for n in graph.node])
     return len(fused)
+
+
+def replace_nodes(model, nodes: list) -> None:
+    """Make ``nodes`` the graph's, drop what no output reads any more, and declare com.microsoft."""
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    sweep(model.graph)
+    _com_microsoft(model)
 
 
 def _heads_first(g: _Graph, name: str) -> bool:
