@@ -149,7 +149,7 @@ def test_tied_head_untied_and_quantized_all_the_way():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from memlora.backends.onnx.export import HEAD8_BLOCK, _quantize, _untie_transposed_weights
+    from memlora.backends.onnx.quantize import HEAD8_BLOCK, quantize_model, untie_transposed_weights
     from memlora.core.config import ExportSpec, OnnxConfig
 
     rng = np.random.default_rng(0)
@@ -166,20 +166,20 @@ def test_tied_head_untied_and_quantized_all_the_way():
     ref = run(make())
 
     untied = make()
-    assert _untie_transposed_weights(untied) == ["head"]
+    assert untie_transposed_weights(untied) == ["head"]
     assert "Transpose" not in [n.op_type for n in untied.graph.node]
     np.testing.assert_allclose(run(untied), ref, atol=1e-4)
 
     for table_too, ops in [(False, {"Gather", "MatMulNBits"}), (True, {"GatherBlockQuantized", "MatMulNBits"})]:
         spec = ExportSpec("onnx", "external", "int4", onnx=OnnxConfig(quantize_table=table_too))
-        q = _quantize(make(), spec)
+        q = quantize_model(make(), spec)
         onnx.checker.check_model(q)
         assert {n.op_type for n in q.graph.node} == ops
         out = run(q)
         assert np.abs(out - ref).max() < 0.1 * np.abs(ref).max()
         assert (out.argmax(-1) == ref.argmax(-1)).mean() >= 0.75
     for bits, block in ((8, HEAD8_BLOCK), (4, 32)):  # --onnx-head-bits; an 8-bit head in larger blocks
-        q = _quantize(make(), ExportSpec("onnx", "external", "int4", onnx=OnnxConfig(head_bits=bits)))
+        q = quantize_model(make(), ExportSpec("onnx", "external", "int4", onnx=OnnxConfig(head_bits=bits)))
         [head] = [n for n in q.graph.node if n.op_type == "MatMulNBits"]
         attrs = {a.name: a.i for a in head.attribute}
         assert (attrs["bits"], attrs["block_size"]) == (bits, block)

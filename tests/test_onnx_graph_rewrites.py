@@ -135,7 +135,7 @@ def test_head_bits_refused_unless_4_or_8():
 def test_quant_meta_names_non_default_variants():
     """The manifest records the head's and table's bits; only non-default ones get a variant label
     (bench rows name such an artifact onnx/external/int4+head4+table4, so both fit one table)."""
-    from memlora.backends.onnx.export import quant_meta
+    from memlora.backends.onnx.quantize import quant_meta
     from memlora.core.config import ExportSpec, OnnxConfig
 
     assert quant_meta(ExportSpec("onnx", "external", "none")) == {}

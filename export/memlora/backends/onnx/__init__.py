@@ -7,7 +7,7 @@ A^T ``[in, r]`` and scaled B^T ``[r, out]`` (``memlora.tasks.lora.lora_inputs``)
 LoRA unit: a module, or a packed q/k/v or gate/up group (``memlora.tasks.packed``).
 fused mode: one ``<adapter>.onnx`` per adapter, LoRA merged into the weights.
 Quantization: MatMulNBits (8 or 4 bits, symmetric, block ``group_size``, accuracy_level 4) on
-the base weights only (an 8-bit LM head in blocks of 128: ``export.HEAD8_BLOCK``); LoRA matmuls take their B from graph inputs, so they stay float and
+the base weights only (an 8-bit LM head in blocks of 128: ``quantize.HEAD8_BLOCK``); LoRA matmuls take their B from graph inputs, so they stay float and
 adapters of any rank still load. Graph rewrites after the export: ``fusions.py`` (RMSNorm,
 residual + RMSNorm, MatMulNBits bias), ``rotary.py`` (``RotaryEmbedding``), ``attention.py``
 (``--onnx-gqa``: each causal layer's attention as one ``GroupQueryAttention``). Export side:
@@ -31,7 +31,7 @@ class OnnxBackend(Backend):
 
     def folder_variant(self, spec) -> str:
         """``-head4-table4`` for an int4 export with a 4-bit head and table (the default: none)."""
-        from .export import quant_meta
+        from .quantize import quant_meta
 
         variant = quant_meta(spec).get("variant")
         return f"-{variant.replace('+', '-')}" if variant else ""
