@@ -223,6 +223,26 @@ def test_roofline_counts_one_row_of_a_gathered_table(tmp_path):
     assert bytes_per_token("executorch", None, {"quant": "int4"}, "a", tied, 10_000, 10)["gathered_table_bytes"] == 3200
 
 
+def test_roofline_takes_out_the_second_copy_of_a_tied_fp32_table():
+    """ExecuTorch fused fp32 stores a tied table twice (the delegated head's blob and the gathered
+    nn.Embedding); one copy is read per token in full, the other one row. External mode's
+    foundation.ptd holds it once, and there nothing is taken out."""
+    from memlora.bench.roofline import bytes_per_token, model_shape, weights_bytes
+
+    shape = model_shape(dict(hidden_size=896, intermediate_size=4864, num_attention_heads=14, num_key_value_heads=2,
+                             num_hidden_layers=24, vocab_size=151936, tie_word_embeddings=True))
+    single = weights_bytes(shape)
+    assert abs(single - 1_976_000_000) < 3_000_000  # qwen2.5-0.5b: 494M parameters, fp32, table once
+    table = 151936 * 896 * 4
+    once = bytes_per_token("executorch", None, {"quant": "none"}, "extract", shape, 1_995_483_776, 100)
+    assert once["gathered_table_bytes"] == 0  # foundation.ptd + an 18 MB adapter program: one copy
+    twice = bytes_per_token("executorch", None, {"quant": "none"}, "extract", shape, 2_522_275_328, 100)
+    assert twice["gathered_table_bytes"] == table and twice["table_row_bytes"] == 896 * 4
+    assert twice["matmul_bytes"] == 2_522_275_328 - table
+    no_width = {k: v for k, v in shape.items() if k != "intermediate"}  # a config without the MLP width
+    assert bytes_per_token("executorch", None, {"quant": "none"}, "x", no_width, 2_522_275_328, 100)["gathered_table_bytes"] == 0
+
+
 def test_roofline_share_is_none_in_cache_and_flagged_above_roof():
     from memlora.bench.rows import _roof
 

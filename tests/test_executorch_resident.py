@@ -124,3 +124,39 @@ def test_threads_go_to_xnnpack_and_openmp_stays_at_one(et_case):
             r.close()
     finally:
         torch.set_num_threads(before)
+
+
+def test_mkl_held_at_one_thread_for_the_pool_threads(et_case):
+    """custom_sdpa calls MKL from XNNPACK's pool threads, where ``torch.set_num_threads`` (MKL's
+    count for the calling thread only) does not reach: the runner sets MKL's process-wide count.
+    Read on a fresh thread, which has no count of its own, as a pool thread has none."""
+    import ctypes
+    import threading
+    from pathlib import Path
+
+    import torch
+
+    from memlora.backends import get_backend
+
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        getter, setter = lib.mkl_serv_get_max_threads, lib.mkl_serv_set_num_threads
+    except (OSError, AttributeError):
+        pytest.skip("this torch build carries no MKL (ARM or macOS): nothing to hold")
+    getter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
+
+    def on_fresh_thread() -> int:
+        seen: list[int] = []
+        t = threading.Thread(target=lambda: seen.append(getter()))
+        t.start()
+        t.join()
+        return seen[0]
+
+    setter(2)
+    assert on_fresh_thread() == 2  # the check can fail: two is what a pool thread would use
+    case = et_case("tiny-qwen2")
+    r = get_backend("executorch").load(case.artifact, case.root, threads=2, programs="one")
+    try:
+        assert on_fresh_thread() == 1
+    finally:
+        r.close()

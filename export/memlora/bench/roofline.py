@@ -12,8 +12,11 @@ delegated head), so the table is taken out and one row put back:
 - ExecuTorch: an int8 / int4 export gathers from an int8 copy of the table beside the quantized
   head (``table_quant`` in the artifact's meta: its bytes are taken out, one row put back);
   exports from before that kept an fp32 ``nn.Embedding`` (``vocab x hidden x 4`` taken out), as
-  does an untied fp32 one. A tied fp32 export stores the table once (its foundation.ptd is the
-  size of the ONNX base), read in full as the head: nothing is taken out.
+  does an untied fp32 one. A tied fp32 export with the adapter kept external stores the table
+  once (its foundation.ptd is the size of the ONNX base), read in full as the head: nothing is
+  taken out. A fused fp32 ``.pte`` stores it twice, the head's copy in the XNNPACK blob beside
+  the gathered ``nn.Embedding`` (2.52 GB against 1.98 at qwen2.5-0.5b, bench share 116%): a file
+  a table's size above the model's own weights (:func:`weights_bytes`) has one copy taken out.
 - PyTorch eager: the parameters (tied counted once), less the table when untied.
 
 KV bytes are fp32 K and V of every layer at the mean decode position (prompt + tokens / 2).
@@ -29,10 +32,21 @@ GATHERS = {"Gather", "GatherBlockQuantized"}
 def model_shape(config: dict) -> dict:
     """The sizes the count needs, from a Hugging Face config.json."""
     h, heads = config["hidden_size"], config["num_attention_heads"]
-    return dict(hidden=h, layers=config["num_hidden_layers"], vocab=config["vocab_size"],
+    return dict(hidden=h, layers=config["num_hidden_layers"], vocab=config["vocab_size"], heads=heads,
                 kv_heads=config.get("num_key_value_heads") or heads,
-                head_dim=config.get("head_dim") or h // heads,
+                head_dim=config.get("head_dim") or h // heads, intermediate=config.get("intermediate_size"),
                 tied=bool(config.get("tie_word_embeddings", True)))
+
+
+def weights_bytes(shape: dict) -> int | None:
+    """fp32 bytes of the model's matmul weights with each table stored once (norms and biases,
+    under 0.1%, left out); None without the MLP width (a config that does not say it)."""
+    if not shape.get("intermediate") or "heads" not in shape:
+        return None
+    h, hd = shape["hidden"], shape["head_dim"]
+    layer = h * hd * 2 * (shape["heads"] + shape["kv_heads"]) + 3 * h * shape["intermediate"]
+    tables = 1 if shape["tied"] else 2
+    return 4 * (shape["layers"] * layer + tables * shape["vocab"] * h)
 
 
 def kv_bytes(shape: dict, length: float, dtype_bytes: int = 4) -> int:
@@ -99,6 +113,9 @@ def gathered(backend: str, root: Path | None, artifact: dict | None, adapter: st
         return tq["bytes"], tq["bytes"] // shape["vocab"], "int8 embedding table beside the quantized head"
     if backend == "executorch" and weight_bytes > table and (quantized or not shape["tied"]):
         return table, row, "fp32 embedding table beside the quantized / untied head"
+    single = weights_bytes(shape) if backend == "executorch" else None
+    if single is not None and weight_bytes >= single + table // 2:  # fused fp32: head blob + nn.Embedding
+        return table, row, "fp32 tied table stored twice (the delegated head beside the gathered embedding)"
     if backend == "executorch":
         return 0, row, "fp32 tied: one table copy (measured: foundation.ptd ~ ONNX base), read in full as the head"
     return 0, row, "files as stored"

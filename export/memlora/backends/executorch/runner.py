@@ -34,6 +34,30 @@ def _limit_openmp() -> None:
     import torch
 
     torch.set_num_threads(1)
+    mkl_single_threaded()
+
+
+def mkl_single_threaded() -> bool:
+    """MKL's process-wide thread count set to one; False where torch carries no MKL (ARM, macOS).
+
+    ``torch.set_num_threads`` sets MKL's count for the calling thread only. The wheel's
+    custom_sdpa runs on XNNPACK's pool threads and calls MKL's sgemv (inside libtorch_cpu) there,
+    which past 128 cached positions forks a libgomp team per call beside the spinning pool: at 2
+    threads decode fell from 66 to 25 tok/s (int4 fused) and 13.3 to 5.5 (fp32) on this Xeon,
+    wherever the process had not set OMP_NUM_THREADS=1 before start (chat, the memory loop).
+    ``mkl_serv_set_num_threads`` is the global setter behind ``mkl_set_num_threads``, which
+    libtorch_cpu does not export. Phones have no MKL: this is the host wheel's problem only."""
+    import ctypes
+
+    import torch
+
+    try:
+        setter = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so")).mkl_serv_set_num_threads
+    except (OSError, AttributeError):
+        return False
+    setter.argtypes = [ctypes.c_int]
+    setter(1)
+    return True
 
 
 def resident_bytes(rt, artifact: Artifact, root: Path) -> int:
