@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))
 
 from memlora.bench import rounds as rounds_mod  # noqa: E402
+from memlora.bench.roofline import model_shape, weights_bytes  # noqa: E402
 from memlora.bench.run import run_bench, runnable  # noqa: E402
 from memlora.core.config import AdapterMode, BackendName, Quant  # noqa: E402
 from memlora.export import ExportOptions, run_export  # noqa: E402
@@ -46,13 +47,9 @@ EXPORT_MEMORY_FACTOR = 4.0
 
 
 def param_count(preset: str) -> int:
-    """Parameters of a preset's config, without building the model (tied embeddings counted once)."""
-    c = get_preset(preset).config
-    h, i, layers, v = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
-    hd = c.get("head_dim") or h // c["num_attention_heads"]
-    attn = h * hd * (c["num_attention_heads"] * 2 + c["num_key_value_heads"] * 2)
-    embed = v * h * (1 if c.get("tie_word_embeddings", True) else 2)
-    return layers * (attn + 3 * h * i) + embed
+    """Parameters of a preset's config, without building the model (tied embeddings counted once):
+    the roofline's fp32 weight count, in parameters."""
+    return weights_bytes(model_shape(get_preset(preset).config)) // 4
 
 
 def free_memory() -> int | None:

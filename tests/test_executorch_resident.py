@@ -132,16 +132,14 @@ def test_mkl_held_at_one_thread_for_the_pool_threads(et_case):
     Read on a fresh thread, which has no count of its own, as a pool thread has none."""
     import ctypes
     import threading
-    from pathlib import Path
-
-    import torch
 
     from memlora.backends import get_backend
+    from memlora.backends.executorch.runner import libtorch_cpu
 
-    try:
-        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
-        getter, setter = lib.mkl_serv_get_max_threads, lib.mkl_serv_set_num_threads
-    except (OSError, AttributeError):
+    lib = libtorch_cpu()
+    getter = getattr(lib, "mkl_serv_get_max_threads", None)
+    setter = getattr(lib, "mkl_serv_set_num_threads", None)
+    if getter is None or setter is None:
         pytest.skip("this torch build carries no MKL (ARM or macOS): nothing to hold")
     getter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
 

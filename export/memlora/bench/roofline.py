@@ -113,10 +113,10 @@ def gathered(backend: str, root: Path | None, artifact: dict | None, adapter: st
         return tq["bytes"], tq["bytes"] // shape["vocab"], "int8 embedding table beside the quantized head"
     if backend == "executorch" and weight_bytes > table and (quantized or not shape["tied"]):
         return table, row, "fp32 embedding table beside the quantized / untied head"
-    single = weights_bytes(shape) if backend == "executorch" else None
-    if single is not None and weight_bytes >= single + table // 2:  # fused fp32: head blob + nn.Embedding
-        return table, row, "fp32 tied table stored twice (the delegated head beside the gathered embedding)"
     if backend == "executorch":
+        single = weights_bytes(shape)
+        if single is not None and weight_bytes >= single + table // 2:  # fused fp32: head blob + nn.Embedding
+            return table, row, "fp32 tied table stored twice (the delegated head beside the gathered embedding)"
         return 0, row, "fp32 tied: one table copy (measured: foundation.ptd ~ ONNX base), read in full as the head"
     return 0, row, "files as stored"
 

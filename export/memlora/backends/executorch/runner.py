@@ -49,15 +49,24 @@ def mkl_single_threaded() -> bool:
     libtorch_cpu does not export. Phones have no MKL: this is the host wheel's problem only."""
     import ctypes
 
-    import torch
-
-    try:
-        setter = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so")).mkl_serv_set_num_threads
-    except (OSError, AttributeError):
+    setter = getattr(libtorch_cpu(), "mkl_serv_set_num_threads", None)
+    if setter is None:
         return False
     setter.argtypes = [ctypes.c_int]
     setter(1)
     return True
+
+
+def libtorch_cpu():
+    """torch's own libtorch_cpu (ctypes), which carries MKL on x86 Linux; None where it is not found."""
+    import ctypes
+
+    import torch
+
+    try:
+        return ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+    except OSError:
+        return None
 
 
 def resident_bytes(rt, artifact: Artifact, root: Path) -> int:

@@ -20,6 +20,8 @@ from .quantize import quant_meta, quantize_model
 from .rotary import fuse_rotary
 
 _EXTERNAL_DATA_BYTES = 1 << 30  # beyond this, weights go to a side file (protobuf stops at 2 GiB)
+
+
 def export_external(job: ExportJob) -> None:
     """``base.onnx`` with LoRA inputs (one pair per :class:`~memlora.tasks.packed.LoraUnit`: q/k/v
     and gate/up packed), and one ``.onnx_adapter`` per adapter in the same layout."""
